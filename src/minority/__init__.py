@@ -1,0 +1,17 @@
+"""minority: minority-focused sampling for diffusion models.
+
+MinorityPrompt (Um & Ye, CVPR 2025) and SGMS (Um & Ye, ECCV 2024) on diffusers models, with the
+baselines (DDIM, null-prompt, CADS, CFG++) and the papers' evaluation suite.
+"""
+
+from .errors import MinorityError
+from .methods import all_methods, get_method, register_method
+from .models import Components, Denoiser, load_components
+from .pipeline import MinorityOutput, MinorityPipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Components", "Denoiser", "MinorityError", "MinorityOutput", "MinorityPipeline", "all_methods", "get_method",
+    "load_components", "register_method", "__version__",
+]

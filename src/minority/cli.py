@@ -1,0 +1,300 @@
+"""``minority`` command line: generate, models, demo (``make run``), evaluate, train, ...
+
+Every command maps to one frozen dataclass written as ``config.json`` beside its outputs; every flag
+shows its default in ``--help``. Bad input ends with one ``error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from .errors import MinorityError
+
+log = logging.getLogger("minority")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: ...)`` for every option (once) and keeps description line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings:
+            return text
+        if "(default" in text.replace("%(default)s", ""):
+            return text.replace(" (default: %(default)s)", "")
+        if action.default is None and "default" not in text and action.option_strings:
+            return text + " (default: none)"
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <problem> (see `minority <cmd> --help`)``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _kebab(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """One ``--kebab-case`` flag per method hyperparameter (SPEC §2), grouped by method.
+
+    A name shared by several methods (e.g. ``perturb``) gets one flag whose default is the method's own;
+    its help lists each method's default. Returns ``{dest: field name}``.
+    """
+    from .methods import all_methods
+
+    fields: dict[str, list] = {}
+    for m in all_methods().values():
+        for f in dataclasses.fields(m.config):
+            fields.setdefault(f.name, []).append((m.name, f))
+    dests = {}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, owners in fields.items():
+        mname, f = owners[0]
+        group_name = " / ".join(sorted({o[0] for o in owners}))
+        group = groups.setdefault(group_name, parser.add_argument_group(f"{group_name} options"))
+        helptext = f.metadata.get("help", "")
+        defaults = {o[0]: o[1].default for o in owners}
+        if len({repr(v) for v in defaults.values()}) > 1:
+            helptext += " (default: " + ", ".join(f"{k}: {v}" for k, v in defaults.items()) + ")"
+            default_shown = argparse.SUPPRESS
+        else:
+            default_shown = f.default
+        kw = {"dest": f"param_{name}", "default": None, "help": helptext.replace("%", "%%")}
+        if f.type in (bool, "bool"):
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = _field_parser(f)
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+            kw["metavar"] = name.upper()
+        action = group.add_argument(_kebab(name), **kw)
+        action.default = None
+        if default_shown is not argparse.SUPPRESS:
+            action.help = kw["help"] + f" (default: {default_shown})"
+        dests[f"param_{name}"] = name
+    return dests
+
+
+def _field_parser(f):
+    t = f.type if not isinstance(f.type, str) else {"int": int, "float": float, "str": str}.get(f.type.split(" ")[0])
+    if t in (int, float, str):
+        return t
+    default = f.default
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    return _number_or_string
+
+
+def _number_or_string(v: str):
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
+
+
+def read_prompts_file(path: str) -> list[str]:
+    """Plain text, one prompt per line; blank lines and ``#`` comments ignored."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MinorityError(f"Cannot read prompts file {path}: {getattr(err, 'strerror', None) or err}.") from err
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _add_generate(sub) -> None:
+    from .methods import all_methods
+    from .models import FAMILY_DEFAULTS
+
+    methods = all_methods()
+    p = sub.add_parser(
+        "generate", formatter_class=HelpFormatter, help="generate images with a minority or baseline sampler",
+        description="Generate images for prompts × seeds into OUT/images/<prompt_index>_<seed>.png with manifest.jsonl "
+        "and config.json.\n\nMethods:\n" + "\n".join(f"  {n:16s} {m.summary}" for n, m in sorted(methods.items())),
+    )
+    p.add_argument("prompts", nargs="*", help="prompts (each gets every seed)")
+    p.add_argument("--prompts-file", help="text file with one prompt per line (# comments and blank lines ignored)")
+    p.add_argument("--model", default=None, help="embedded model name (`minority models`), diffusers folder or hub id "
+                   "(default: fashion-sd, or the tiny random pipeline until it ships)")
+    p.add_argument("--lightning-unet", default=None, help="SDXL-Lightning UNet .safetensors (path or repo_id/file) "
+                   "loaded into an SDXL base --model")
+    p.add_argument("--method", default="ddim", choices=sorted(methods), help="sampling method")
+    p.add_argument("--seed", type=int, default=0, help="first seed; images use seeds SEED..SEED+N-1")
+    p.add_argument("--seeds", default=None, help="explicit seeds, e.g. 0-7 or 0,3,5 (overrides --seed/--images-per-prompt)")
+    p.add_argument("--images-per-prompt", type=int, default=1, help="images per prompt N")
+    fam = ", ".join(f"{k}: {v['steps']}" for k, v in FAMILY_DEFAULTS.items() if k != "pixel")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps T (default per family: {fam})")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale w; 1 = no CFG (default: SD 7.5, SDXL 5, Lightning 1; cfgpp λ 0.6)")
+    p.add_argument("--negative-prompt", default=None,
+                   help="unconditional-branch text (default: \"\"; SDXL zeros; null-prompt: \"commonly-looking\")")
+    p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's native size)")
+    p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's native size)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward batch")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model precision")
+    p.add_argument("--out", default="outputs/generate", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    dests = add_method_arguments(p)
+    p.set_defaults(func=_run_generate, param_dests=dests)
+
+
+def _run_generate(args) -> int:
+    from .generate import GenerateConfig, run_generate
+    from .methods import get_method
+    from .seeds import parse_seeds
+
+    prompts = list(args.prompts)
+    if args.prompts_file:
+        prompts += read_prompts_file(args.prompts_file)
+    if args.images_per_prompt < 1:
+        raise MinorityError(f"--images-per-prompt must be >= 1 (got {args.images_per_prompt}).")
+    if args.seed < 0:
+        raise MinorityError(f"--seed must be >= 0 (got {args.seed}).")
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.seed, args.seed + args.images_per_prompt))
+    method = get_method(args.method)
+    own = {f.name for f in dataclasses.fields(method.config)}
+    params = {}
+    for dest, name in args.param_dests.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if name not in own:
+            raise MinorityError(f"--{name.replace('_', '-')} is not a parameter of method {args.method!r}.")
+        params[name] = value
+    cfg = GenerateConfig(
+        prompts=tuple(prompts), model=args.model, method=args.method, seeds=tuple(seeds), steps=args.steps,
+        guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
+        lightning_unet=args.lightning_unet, overwrite=args.overwrite, params=params,
+    )
+    out = run_generate(cfg)
+    print(f"Wrote {len(prompts) * len(seeds)} images to {out / 'images'} (manifest: {out / 'manifest.jsonl'})")
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", formatter_class=HelpFormatter, help="list the embedded models shipped with minority")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args) -> int:
+    try:
+        from .training.registry import embedded_models
+    except ImportError:
+        embedded_models = list
+    rows = embedded_models()
+    print(f"{'name':22s} {'kind':10s} {'size':>9s}  provenance")
+    for m in rows:
+        prov = m.provenance or {}
+        desc = prov.get("summary") or prov.get("command") or ""
+        print(f"{m.name:22s} {m.kind:10s} {m.size / 2**20:8.1f}M  {desc}")
+    print(f"{'tiny-random-sd':22s} {'sd':10s} {'':>9s}  randomly initialised SD-shaped pipeline (tests, smoke runs)")
+    print(f"{'tiny-random-sdxl':22s} {'sdxl':10s} {'':>9s}  randomly initialised SDXL-shaped pipeline (tests, smoke runs)")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", formatter_class=HelpFormatter,
+                       help="the main job of `make run`: a comparison grid of methods on the default model")
+    p.add_argument("--out", default="outputs/run", help="output folder")
+    p.add_argument("--model", default=None, help="model (default: fashion-sd, or the tiny random pipeline until it ships)")
+    p.add_argument("--seeds", default="0-3", help="seeds shared by every method")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 25 on the embedded model)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+    from .seeds import parse_seeds
+
+    run_demo(out=args.out, model=args.model, seeds=parse_seeds(args.seeds), steps=args.steps)
+    return 0
+
+
+def _add_optional(sub, module: str, name: str, helptext: str, add: str, run: str) -> None:
+    """Sub-commands whose implementation lives in an optional module (evaluation suite, training, ...)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("minority"):
+            return
+        raise
+    p = sub.add_parser(name, formatter_class=HelpFormatter, help=helptext)
+    getattr(mod, add)(p)
+    p.set_defaults(func=getattr(mod, run))
+
+
+def _quiet_libraries() -> None:
+    """No weight-loading progress bars or info chatter from transformers/diffusers in the CLI."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = Parser(prog="minority", formatter_class=HelpFormatter,
+                                     description="Minority-focused sampling for diffusion models (MinorityPrompt, SGMS).")
+    parser.add_argument("--version", action="version", version=f"minority {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    _add_generate(sub)
+    _add_models(sub)
+    _add_demo(sub)
+    _add_optional(sub, "minority.metrics.cli", "evaluate", "compute the papers' metrics on generated images",
+                  "add_evaluate_arguments", "run_evaluate")
+    _add_optional(sub, "minority.training.cli", "train", "train an embedded model from scratch",
+                  "add_train_arguments", "run_train")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("diffusers", "transformers", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    try:
+        return int(args.func(args) or 0)
+    except MinorityError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

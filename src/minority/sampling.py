@@ -1,0 +1,186 @@
+"""The one sampling loop.
+
+``sample`` walks explicit (t, t_next) pairs. At each step it builds a :class:`StepContext`, lets the
+method's hooks act on it (prompt optimisation swaps the conditioning, CADS re-noises it, SGMS shifts the
+sample or supplies its own prediction), evaluates the denoiser once — conditional and unconditional
+branches batched into a single UNet call, and no unconditional call at all when it is not needed — and
+applies the solver:
+
+* ``ddim`` (η = 0):   ε̃ = ε_∅ + w(ε_c − ε_∅);  ẑ0 = (z_t − √(1−ᾱ_t) ε̃)/√ᾱ_t;  z_next = √ᾱ_next ẑ0 + √(1−ᾱ_next) ε̃
+* ``cfgpp`` (CFG++):   ε_λ = ε_∅ + λ(ε_c − ε_∅);  ẑ0 from ε_λ;  z_next = √ᾱ_next ẑ0 + √(1−ᾱ_next) ε_∅
+* ``ancestral`` (DDPM): posterior mean μ̃(z_t, ẑ0) + σ_t·n, n from the per-image generators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .conditioning import Conditioning
+from .models import Denoiser, Prediction
+from .rng import randn_per_sample
+
+
+@dataclass
+class StepContext:
+    """Mutable state of one sampling step, shared with the hooks.
+
+    Attributes:
+        index, num_steps: step i (0-based) of T sampling steps.
+        t, t_next: integer timesteps (``t_next = -1`` after the last step); ``alpha``/``alpha_next`` their ᾱ.
+        z: current sample z_t ``(B, C, h, w)``; hooks may replace it (SGMS on DDIM).
+        cond, uncond: conditional / unconditional conditioning (``uncond`` is None when unused).
+        guidance: CFG scale w (λ for CFG++).
+        generators: one CPU generator per sample (SPEC §3.4).
+        denoiser: the model adapter.
+        pred_cond, pred_uncond: predictions a hook already computed for this z and conditioning
+            (reused by the solver instead of a new UNet call).
+        record: per-step values to report (e.g. the objective J), collected by :func:`sample`.
+    """
+
+    index: int
+    num_steps: int
+    t: int
+    t_next: int
+    alpha: float
+    alpha_next: float
+    z: torch.Tensor
+    cond: Conditioning
+    uncond: Conditioning | None
+    guidance: float
+    generators: Sequence[torch.Generator]
+    denoiser: Denoiser
+    pred_cond: Prediction | None = None
+    pred_uncond: Prediction | None = None
+    record: dict = field(default_factory=dict)
+
+
+class Hook:
+    """A per-step intervention. Subclasses override :meth:`before_step` and/or :meth:`after_step`."""
+
+    def before_step(self, ctx: StepContext) -> None:
+        """Called before the denoiser evaluation of step ``ctx.index``."""
+
+    def after_step(self, ctx: StepContext, z_next: torch.Tensor) -> None:
+        """Called after the solver produced ``z_next``."""
+
+
+def tweedie(z: torch.Tensor, eps: torch.Tensor, alpha: float) -> torch.Tensor:
+    """ẑ0 = (z − √(1−ᾱ) ε)/√ᾱ."""
+    return (z - (1.0 - alpha) ** 0.5 * eps) / alpha**0.5
+
+
+def cfg_eps(pred_cond: Prediction, pred_uncond: Prediction | None, w: float) -> torch.Tensor:
+    """ε̃ = w ε_c + (1 − w) ε_∅ (MP Eq. 2); ε_c when there is no unconditional branch."""
+    if pred_uncond is None:
+        return pred_cond.eps
+    return pred_uncond.eps + w * (pred_cond.eps - pred_uncond.eps)
+
+
+def ddim_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
+    """Deterministic DDIM (η = 0) with classifier-free guidance."""
+    eps = cfg_eps(pc, pu, ctx.guidance)
+    x0 = tweedie(ctx.z, eps, ctx.alpha)
+    return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * eps
+
+
+def cfgpp_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
+    """CFG++ (Chung et al. 2024): denoise with the λ-guided ε, re-noise with the unconditional ε_∅."""
+    eps = cfg_eps(pc, pu, ctx.guidance)
+    x0 = tweedie(ctx.z, eps, ctx.alpha)
+    return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * pu.eps
+
+
+SOLVERS: dict[str, Callable[[StepContext, Prediction, Prediction | None], torch.Tensor]] = {
+    "ddim": ddim_step,
+    "cfgpp": cfgpp_step,
+}
+
+
+def needs_uncond(solver: str, guidance: float) -> bool:
+    """Whether the unconditional branch must be evaluated (never for DDIM/ancestral at w = 1)."""
+    return solver == "cfgpp" or float(guidance) != 1.0
+
+
+def predict(ctx: StepContext, solver: str) -> tuple[Prediction, Prediction | None]:
+    """Conditional and (if needed) unconditional predictions, batched into one UNet call.
+
+    Predictions already supplied by a hook are reused; inputs are detached and no graph is built.
+    """
+    den, z = ctx.denoiser, ctx.z.detach()
+    want_u = ctx.uncond is not None and needs_uncond(solver, ctx.guidance)
+    pc, pu = ctx.pred_cond, ctx.pred_uncond if want_u else None
+    with torch.no_grad():
+        if pc is None and want_u and pu is None:
+            out = den.raw(torch.cat([z, z]), ctx.t, Conditioning.cat([ctx.uncond.detach(), ctx.cond.detach()]))
+            out_u, out_c = out.chunk(2)
+            return den.convert(z, ctx.t, out_c), den.convert(z, ctx.t, out_u)
+        if pc is None:
+            pc = den(z, ctx.t, ctx.cond.detach())
+        if want_u and pu is None:
+            pu = den(z, ctx.t, ctx.uncond.detach())
+    return _detached(pc), _detached(pu)
+
+
+def _detached(p: Prediction | None) -> Prediction | None:
+    if p is None:
+        return None
+    return Prediction(p.eps.detach(), p.x0.detach(), None if p.var_values is None else p.var_values.detach())
+
+
+def sample(
+    denoiser: Denoiser,
+    z: torch.Tensor,
+    cond: Conditioning,
+    uncond: Conditioning | None,
+    pairs: Sequence[tuple[int, int]],
+    guidance: float,
+    generators: Sequence[torch.Generator],
+    solver: str | Callable = "ddim",
+    hooks: Sequence[Hook] = (),
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, list[dict]]:
+    """Run the sampler from z_T to z_0.
+
+    Args:
+        denoiser: model adapter.
+        z: initial sample z_T ``(B, C, h, w)``.
+        cond, uncond: conditioning of the two CFG branches (``uncond`` may be None at w = 1).
+        pairs: ``[(t, t_next), ...]`` from :func:`minority.schedules.timestep_pairs`.
+        guidance: w (CFG) or λ (CFG++).
+        generators: one CPU generator per sample.
+        solver: ``"ddim"``, ``"cfgpp"`` or a callable ``(ctx, pred_cond, pred_uncond) -> z_next``.
+        hooks: per-step interventions, called in order.
+        progress: called with the step index after each step.
+    Returns:
+        ``(z_0 (B, C, h, w), records)`` where ``records[i]`` holds what hooks reported at step i.
+    """
+    step_fn = SOLVERS[solver] if isinstance(solver, str) else solver
+    solver_name = solver if isinstance(solver, str) else getattr(solver, "name", "ddim")
+    records: list[dict] = []
+    z = z.detach()
+    for i, (t, t_next) in enumerate(pairs):
+        ctx = StepContext(
+            index=i, num_steps=len(pairs), t=t, t_next=t_next, alpha=denoiser.alpha(t),
+            alpha_next=denoiser.alpha(t_next), z=z, cond=cond, uncond=uncond, guidance=float(guidance),
+            generators=generators, denoiser=denoiser,
+        )
+        for h in hooks:
+            h.before_step(ctx)
+        pc, pu = predict(ctx, solver_name)
+        with torch.no_grad():
+            z_next = step_fn(ctx, pc, pu)
+        for h in hooks:
+            h.after_step(ctx, z_next)
+        records.append(ctx.record)
+        z = z_next.detach()
+        if progress is not None:
+            progress(i)
+    return z, records
+
+
+def per_sample_noise(generators: Sequence[torch.Generator], like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``like`` ``(B, ...)``, row k drawn from generator k."""
+    return randn_per_sample(generators, like.shape[1:], device=like.device, dtype=torch.float32).to(like.dtype)

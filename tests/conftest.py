@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random diffusers pipelines saved once per session (offline, real CLIP tokenizer)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+logging.getLogger("diffusers").setLevel(logging.ERROR)
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    from minority.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", family="sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_v_dir(tmp_path_factory):
+    from minority.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd-v", family="sd", prediction_type="v_prediction", seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory):
+    from minority.tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sdxl", family="sdxl", seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_sd_dir):
+    from minority import MinorityPipeline
+
+    return MinorityPipeline.from_pretrained(str(tiny_sd_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tiny_sdxl_dir):
+    from minority import MinorityPipeline
+
+    return MinorityPipeline.from_pretrained(str(tiny_sdxl_dir))

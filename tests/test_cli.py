@@ -1,0 +1,133 @@
+"""``minority generate`` end to end on a tiny pipeline folder, and every bad input of the foundation issue."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from PIL import Image
+
+from minority.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_generate_writes_layout(tiny_sd_dir, tmp_path, capsys):
+    out = tmp_path / "gen"
+    code, stdout, _ = run(capsys, "generate", "a sneaker", "a dress", "--model", str(tiny_sd_dir), "--seeds", "3-4",
+                          "--steps", "3", "--out", str(out), "--batch-size", "3", "--method", "cads", "--tau1", "0.5")
+    assert code == 0, stdout
+    files = sorted(p.name for p in (out / "images").iterdir())
+    assert files == ["00000_000003.png", "00000_000004.png", "00001_000003.png", "00001_000004.png"]
+    assert Image.open(out / "images" / files[0]).size == (16, 16)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {3, 4}
+    r = rows[0]
+    for key in ("file", "prompt", "prompt_index", "seed", "method", "model", "steps", "guidance", "seconds", "tau1", "tau2"):
+        assert key in r
+    assert r["tau1"] == 0.5 and r["tau2"] == 0.9 and r["method"] == "cads"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["method"] == "cads" and cfg["params"] == {"tau1": 0.5} and cfg["seeds"] == [3, 4]
+
+
+def test_generate_same_images_regardless_of_batch_size(tiny_sd_dir, tmp_path, capsys):
+    for bs in (1, 3):
+        code, _, _ = run(capsys, "generate", "a bag", "--model", str(tiny_sd_dir), "--seeds", "0-2", "--steps", "3",
+                         "--out", str(tmp_path / f"b{bs}"), "--batch-size", str(bs))
+        assert code == 0
+    for name in ("00000_000000.png", "00000_000001.png", "00000_000002.png"):
+        assert (tmp_path / "b1/images" / name).read_bytes() == (tmp_path / "b3/images" / name).read_bytes()
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 0.6)" in out and "--tau1" in out and "(default: 4)" in out
+
+
+def test_existing_results_not_overwritten(tiny_sd_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run(capsys, "generate", "a bag", "--model", str(tiny_sd_dir), "--steps", "2", "--out", str(out))[0] == 0
+    before = (out / "manifest.jsonl").read_text()
+    code, _, err = run(capsys, "generate", "a coat", "--model", str(tiny_sd_dir), "--steps", "2", "--out", str(out))
+    assert code == 2 and "--overwrite" in err
+    assert (out / "manifest.jsonl").read_text() == before
+
+
+def test_long_prompt_truncated_with_warning(tiny_sd, caplog):
+    caplog.set_level(logging.WARNING, logger="minority")
+    tiny_sd("word " * 100, num_inference_steps=1, output_type="latent")
+    assert any("tokens dropped" in r.getMessage() and "25 tokens dropped" in r.getMessage() for r in caplog.records)
+
+
+BAD = [
+    (["--method", "nope"], "invalid choice"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--guidance", "-1"], "--guidance must be >= 0"),
+    (["--method", "cfgpp", "--guidance", "2"], "[0, 1]"),
+    (["--seeds", "5-2"], "Malformed seeds"),
+    (["--seeds", "a,b"], "Malformed seeds"),
+    (["--height", "17"], "multiple of"),
+    (["--width", "10"], "multiple of"),
+    (["--method", "cads", "--tau1", "0.95"], "tau1 <= tau2"),
+    (["--method", "ddim", "--tau1", "0.3"], "not a parameter of method 'ddim'"),
+    (["--dtype", "int8"], "invalid choice"),
+    (["--images-per-prompt", "0"], "must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD)
+def test_bad_flag_values(tiny_sd_dir, tmp_path, capsys, extra, message):
+    argv = ["generate", "a bag", "--model", str(tiny_sd_dir), "--steps", "2", "--out", str(tmp_path / "x"), *extra]
+    try:
+        code, _, err = run(capsys, *argv)
+    except SystemExit as e:  # argparse errors
+        code, err = e.code, capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert message in lines[0]
+    assert not (tmp_path / "x" / "manifest.jsonl").exists()
+
+
+def test_no_prompt(tiny_sd_dir, tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "--model", str(tiny_sd_dir), "--out", str(tmp_path / "x"))
+    assert code == 2 and "No prompt" in err
+
+
+def test_prompts_file(tiny_sd_dir, tmp_path, capsys):
+    f = tmp_path / "p.txt"
+    f.write_text("# comment\n\na sneaker\n  a dress  \n")
+    code, _, _ = run(capsys, "generate", "--prompts-file", str(f), "--model", str(tiny_sd_dir), "--steps", "2",
+                     "--out", str(tmp_path / "o"))
+    assert code == 0
+    rows = [json.loads(x) for x in (tmp_path / "o/manifest.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["a sneaker", "a dress"]
+    code, _, err = run(capsys, "generate", "--prompts-file", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "q"))
+    assert code == 2 and "Cannot read prompts file" in err
+
+
+def test_model_not_found(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, "generate", "a bag", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "o"))
+    assert code == 2 and "no-such-org/no-such-model" in err and "local diffusers folder" in err
+    code, _, err = run(capsys, "generate", "a bag", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_output_not_writable(tiny_sd_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "generate", "a bag", "--model", str(tiny_sd_dir), "--out", str(blocker / "sub"))
+    assert code == 2 and "not writable" in err and blocker.read_text() == "x"
+
+
+def test_models_command_lists_tiny(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "tiny-random-sd" in out
