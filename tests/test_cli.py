@@ -131,3 +131,27 @@ def test_output_not_writable(tiny_sd_dir, tmp_path, capsys):
 def test_models_command_lists_tiny(capsys):
     code, out, _ = run(capsys, "models")
     assert code == 0 and "tiny-random-sd" in out
+
+
+def test_generate_minority_prompt_saves_tokens_and_trajectory(tiny_sd_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "mp"
+    code, _, err = run(capsys, "generate", "a sneaker", "--model", str(tiny_sd_dir), "--method", "minority-prompt",
+                       "--seeds", "0-1", "--steps", "4", "--opt-every", "2", "--opt-steps", "2", "--out", str(out))
+    assert code == 0, err
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert rows[0]["token_file"] == "images/00000_000000.safetensors" and rows[0]["placeholder"] == "<minority-0>"
+    assert rows[0]["opt_every"] == 2 and rows[0]["init_word"] == "cool"
+    assert rows[0]["trajectory"]["step"] == [0, 2] and len(rows[0]["trajectory"]["J"][0]) == 2
+    emb = load_file(str(out / rows[1]["token_file"]))
+    assert list(emb) == ["<minority-1>"] and emb["<minority-1>"].shape == (1, 32)
+
+
+def test_generate_diverse_prompt_groups_whole_prompts(tiny_sd_dir, tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "a sneaker", "a bag", "--model", str(tiny_sd_dir), "--method",
+                       "diverse-prompt", "--seeds", "0-2", "--steps", "2", "--batch-size", "2", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    code, _, err = run(capsys, "generate", "a sneaker", "--model", str(tiny_sd_dir), "--method", "diverse-prompt",
+                       "--steps", "2", "--out", str(tmp_path / "e"))
+    assert code == 2 and "at least 2 images per prompt" in err

@@ -7,11 +7,11 @@ baselines (DDIM, null-prompt, CADS, CFG++) and the papers' evaluation suite.
 from .errors import MinorityError
 from .methods import all_methods, get_method, register_method
 from .models import Components, Denoiser, load_components
-from .pipeline import MinorityOutput, MinorityPipeline
+from .pipeline import MinorityOutput, MinorityPipeline, MinorityPromptPipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Components", "Denoiser", "MinorityError", "MinorityOutput", "MinorityPipeline", "all_methods", "get_method",
+    "Components", "Denoiser", "MinorityError", "MinorityOutput", "MinorityPipeline", "MinorityPromptPipeline", "all_methods", "get_method",
     "load_components", "register_method", "__version__",
 ]

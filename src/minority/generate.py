@@ -84,6 +84,16 @@ def _batches(jobs: list[tuple[int, int]], batch_size: int, whole_groups: bool) -
     return list(groups.values())
 
 
+def save_token_embeds(extra: dict, path: Path) -> None:
+    """Save an image's optimised token in the textual-inversion safetensors layout (atomically)."""
+    from safetensors.torch import save
+
+    meta = {"placeholder": extra["placeholder"], "format": "textual-inversion", "producer": "minority"}
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(path, save(extra["token_embeds"], metadata=meta))
+
+
 def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
     """Generate every (prompt, seed) image of ``cfg`` into ``cfg.out``; returns the output folder."""
     from .pipeline import MinorityPipeline
@@ -134,6 +144,10 @@ def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
                 }
                 if res.trajectories and res.trajectories[k]:
                     entry["trajectory"] = res.trajectories[k]
+                if res.extras and res.extras[k].get("token_embeds"):
+                    token_rel = rel[: -len(".png")] + ".safetensors"
+                    save_token_embeds(res.extras[k], out / token_rel)
+                    entry["token_file"], entry["placeholder"] = token_rel, res.extras[k]["placeholder"]
                 append_jsonl(manifest, entry)
                 if bar:
                     bar.update(1)

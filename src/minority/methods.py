@@ -72,6 +72,7 @@ class Method:
         default_negative_prompt: used when the user gives none (``null-prompt``: "commonly-looking").
         default_guidance: overrides the model family's default guidance (``cfgpp``: 0.6).
         kinds: model kinds it supports: ``"text"`` (SD/SDXL), ``"pixel"`` (UNet2DModel).
+        whole_prompt_batches: batches must hold all images of a prompt (objectives over a prompt's images).
     """
 
     name: str
@@ -82,6 +83,11 @@ class Method:
     default_negative_prompt: str | None = None
     default_guidance: float | None = None
     kinds: tuple[str, ...] = ("text",)
+    whole_prompt_batches: bool = False
+
+    def solver_for(self, config: MethodConfig) -> str:
+        """The solver: the config's ``solver`` field when it has one, else the method's."""
+        return getattr(config, "solver", None) or self.solver
 
 
 _METHODS: dict[str, Method] = {}

@@ -40,12 +40,14 @@ class MinorityOutput:
         latents: final z_0 ``(B, C, h, w)``.
         trajectories: per sample, what the method reported per step (e.g. ``{"J": [...], "step": [...]}``).
         settings: resolved steps, guidance, method and hyperparameters, and UNet call counts.
+        extras: per sample, what the method returns (MinorityPrompt: ``placeholder`` and ``token_embeds``).
     """
 
     images: object
     latents: torch.Tensor
     trajectories: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    extras: list[dict] = field(default_factory=list)
 
 
 def _per_sample_records(records: list[dict], batch: int) -> list[dict]:
@@ -147,8 +149,9 @@ class MinorityPipeline:
         n = int(num_images_per_prompt)
         if n < 1:
             raise MinorityError(f"num_images_per_prompt must be >= 1 (got {num_images_per_prompt}).")
-        group_ids = [i for i in range(len(prompts)) for _ in range(n)]
         prompts = [p for p in prompts for _ in range(n)]
+        first: dict[str, int] = {}
+        group_ids = [first.setdefault(p, len(first)) for p in prompts]  # images of the same prompt share a group
         if isinstance(negative_prompt, str):
             negs = [negative_prompt] * len(prompts)
         elif negative_prompt is not None:
@@ -190,7 +193,7 @@ class MinorityPipeline:
         pairs = timestep_pairs(c.scheduler, steps)
         ctx = MethodContext(components=c, prompts=prompts, negative_prompts=None, seeds=[], steps=steps,
                             guidance=guidance, pairs=pairs, prompt_encoder=self.prompt_encoder,
-                            group_ids=list(range(len(prompts))))
+                            group_ids=self._expand_prompts(prompts, None, 1)[2])
         cfg.validate(ctx)
         return m, cfg, steps, guidance, height, width
 
@@ -249,13 +252,10 @@ class MinorityPipeline:
             negs = [m.default_negative_prompt] * batch
         gens, seed_list = self._generators(batch, generator, seeds)
         pairs = timestep_pairs(c.scheduler, steps)
+        solver = m.solver_for(cfg)
+        cond, uncond = self.prepare(prompts, negs, guidance, solver, height, width)
 
-        ctx = MethodContext(components=c, prompts=prompts, negative_prompts=negs, seeds=seed_list, steps=steps,
-                            guidance=guidance, pairs=pairs, prompt_encoder=self.prompt_encoder, group_ids=group_ids)
-        cond, uncond = self.prepare(prompts, negs, guidance, m.solver, height, width)
-        ctx.extra.update(cond=cond, uncond=uncond, height=height, width=width)
-        hooks = m.build_hooks(cfg, ctx)
-
+        # SPEC §3.4: the initial latent is each image's first draw; method draws (random token init, ...) follow.
         shape = (c.unet.config.in_channels, height // c.vae_scale_factor, width // c.vae_scale_factor)
         if latents is None:
             latents = randn_per_sample(gens, shape, device=c.device) * float(getattr(c.scheduler, "init_noise_sigma", 1.0))
@@ -263,21 +263,44 @@ class MinorityPipeline:
             raise MinorityError(f"latents must have shape {(batch, *shape)} (got {tuple(latents.shape)}).")
         latents = latents.to(c.device, torch.float32)
 
+        ctx = MethodContext(components=c, prompts=prompts, negative_prompts=negs, seeds=seed_list, steps=steps,
+                            guidance=guidance, pairs=pairs, prompt_encoder=self.prompt_encoder, group_ids=group_ids)
+        ctx.extra.update(cond=cond, uncond=uncond, height=height, width=width, generators=gens)
+        hooks = m.build_hooks(cfg, ctx)
+
         calls0, evals0 = self.denoiser.calls, self.denoiser.samples_evaluated
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=steps, desc=m.name, leave=False)
-        z0, records = sample(self.denoiser, latents, cond, uncond, pairs, guidance, gens, solver=m.solver,
+        z0, records = sample(self.denoiser, latents, cond, uncond, pairs, guidance, gens, solver=solver,
                              hooks=hooks, progress=(lambda i: bar.update(1)) if bar else None)
         if bar:
             bar.close()
         with torch.no_grad():
             images = z0 if output_type == "latent" else to_output(c.decode(z0), output_type)
+        resolved = cfg.to_dict()
+        if hasattr(cfg, "resolved"):
+            resolved.update(cfg.resolved(c.family))
         settings = {
-            "method": m.name, "params": cfg.to_dict(), "steps": steps, "guidance": guidance, "height": height,
+            "method": m.name, "params": resolved, "steps": steps, "guidance": guidance, "height": height,
             "width": width, "negative_prompt": negs[0] if negs else None, "model": c.name, "family": c.family,
             "unet_calls": self.denoiser.calls - calls0, "unet_sample_evals": self.denoiser.samples_evaluated - evals0,
         }
-        return MinorityOutput(images=images, latents=z0, trajectories=_per_sample_records(records, batch), settings=settings)
+        extras: list[dict] = [{} for _ in range(batch)]
+        for h in hooks:
+            for b, r in enumerate(getattr(h, "results", lambda: [{}] * batch)()):
+                extras[b].update(r)
+        return MinorityOutput(images=images, latents=z0, trajectories=_per_sample_records(records, batch),
+                              settings=settings, extras=extras)
+
+
+class MinorityPromptPipeline(MinorityPipeline):
+    """:class:`MinorityPipeline` whose default method is ``minority-prompt`` (MP Alg. 1).
+
+    ``pipe(prompt, num_inference_steps=50, guidance_scale=7.5, generator=[...], opt_steps=3, lr=0.01, ...)``;
+    ``out.extras[k]["token_embeds"]`` holds image k's optimised token (textual-inversion layout).
+    """
+
+    default_method = "minority-prompt"

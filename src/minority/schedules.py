@@ -24,7 +24,11 @@ def timestep_pairs(scheduler, steps: int) -> list[tuple[int, int]]:
 
 
 def annealed_perturb_timestep(t_next: int, num_train_timesteps: int) -> int:
-    """MinorityPrompt's annealed re-noising timestep s = clamp(T_train − t_next, 1, T_train − 1)
-    (t_next = 0 after the last step), as the authors' code (SPEC §3.1)."""
+    """MinorityPrompt's annealed re-noising timestep s = clamp((T_train − 1) − t_next, 1, T_train − 1),
+    with t_next = 0 after the last step — the paper's s = T − t on the 0-based timestep grid.
+
+    On SDXL-Lightning's 4-step trailing grid (999, 749, 499, 249) this gives s = 250, 500, 750, 999, the
+    values of the authors' code (issue 3). SPEC §3.1 writes T_train − t_next, which would give 251, 501, 751.
+    """
     t_next = max(int(t_next), 0)
-    return min(max(num_train_timesteps - t_next, 1), num_train_timesteps - 1)
+    return min(max(num_train_timesteps - 1 - t_next, 1), num_train_timesteps - 1)

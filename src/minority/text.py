@@ -40,26 +40,38 @@ class TokenOverride:
 
 @contextmanager
 def _spliced_embeddings(text_encoder, override: TokenOverride | None):
-    """Within the context, the encoder's token-embedding lookup returns ``override`` rows."""
+    """Within the context, the encoder's token-embedding lookup returns ``override`` rows.
+
+    Placeholder ids may lie outside the vocabulary (markers): a pre-hook maps them to id 0 for the lookup,
+    and a forward hook splices the given vectors in at their positions. No weight is touched.
+    """
     if override is None:
         yield
         return
     emb = text_encoder.get_input_embeddings()
+    state: dict = {}
 
-    def hook(module, inputs, output):
-        ids = inputs[0]  # (B, L)
+    def pre_hook(module, args):
+        ids = args[0]  # (B, L)
+        markers = override.token_ids.to(ids.device)
+        masks = [ids == markers[:, j : j + 1] for j in range(markers.shape[1])]  # each (B, L)
+        state["masks"] = masks
+        hit = torch.stack(masks).any(0)
+        return (ids.masked_fill(hit, 0), *args[1:])
+
+    def hook(module, args, output):
         out = output
         vec = override.vectors.to(device=out.device, dtype=out.dtype)
-        for j in range(override.token_ids.shape[1]):
-            mask = (ids == override.token_ids[:, j : j + 1].to(ids.device)).unsqueeze(-1)  # (B, L, 1)
-            out = torch.where(mask, vec[:, j].unsqueeze(1), out)
+        for j, mask in enumerate(state["masks"]):
+            out = torch.where(mask.unsqueeze(-1), vec[:, j].unsqueeze(1), out)
         return out
 
-    handle = emb.register_forward_hook(hook)
+    handles = [emb.register_forward_pre_hook(pre_hook), emb.register_forward_hook(hook)]
     try:
         yield
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 class PromptEncoder:
