@@ -354,9 +354,8 @@ class MinorityPromptConfig(MethodConfig):
             raise MinorityError(f"opt_window must be in (0, 1] (got {self.opt_window}).")
         if self.sg_lambda < 0:
             raise MinorityError(f"sg_lambda must be >= 0 (got {self.sg_lambda}).")
-        if self.perturb != "annealed":
-            if isinstance(self.perturb, str) or not 0 < float(self.perturb) < 1:
-                raise MinorityError(f"perturb must be 'annealed' or a fraction in (0, 1) (got {self.perturb!r}).")
+        if self.perturb != "annealed" and (isinstance(self.perturb, str) or not 0 < float(self.perturb) < 1):
+            raise MinorityError(f"perturb must be 'annealed' or a fraction in (0, 1) (got {self.perturb!r}).")
         if self.num_tokens < 1:
             raise MinorityError(f"num_tokens must be >= 1 (got {self.num_tokens}).")
         if self.solver == "cfgpp" and not 0 <= context.guidance <= 1:
