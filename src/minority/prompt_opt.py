@@ -235,6 +235,7 @@ class PromptOptimizer(Hook):
         self.v = [v.detach().clone() for v in init_vectors]
         self.stopped = [False] * len(prompts)
         self.last_cond: Conditioning | None = None
+        self.backward_passes = 0  # one per optimisation iteration (through both UNet forwards)
 
     def encode_v(self, vectors: list[torch.Tensor]) -> Conditioning:
         """C_v for the given token embeddings (differentiable w.r.t. ``vectors``)."""
@@ -278,6 +279,7 @@ class PromptOptimizer(Hook):
                 J = self.objective(inputs)  # (B,)
                 opt.zero_grad(set_to_none=True)
                 (-(J * active.to(J.dtype)).sum()).backward()
+                self.backward_passes += 1
                 finite = torch.isfinite(J.detach())
                 for p in params:
                     finite &= torch.isfinite(p.grad).flatten(1).all(1)
