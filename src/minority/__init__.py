@@ -8,10 +8,11 @@ from .errors import MinorityError
 from .methods import all_methods, get_method, register_method
 from .models import Components, Denoiser, load_components
 from .pipeline import MinorityOutput, MinorityPipeline, MinorityPromptPipeline
+from .pixel import PixelPipeline, load_pipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Components", "Denoiser", "MinorityError", "MinorityOutput", "MinorityPipeline", "MinorityPromptPipeline", "all_methods", "get_method",
+    "Components", "Denoiser", "MinorityError", "MinorityOutput", "MinorityPipeline", "MinorityPromptPipeline", "PixelPipeline", "all_methods", "load_pipeline", "get_method",
     "load_components", "register_method", "__version__",
 ]

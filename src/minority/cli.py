@@ -135,7 +135,10 @@ def _add_generate(sub) -> None:
                    "(default: fashion-sd, or the tiny random pipeline until it ships)")
     p.add_argument("--lightning-unet", default=None, help="SDXL-Lightning UNet .safetensors (path or repo_id/file) "
                    "loaded into an SDXL base --model")
-    p.add_argument("--method", default="ddim", choices=sorted(methods), help="sampling method")
+    p.add_argument("--class-label", type=int, action="append", default=None, dest="class_labels",
+                   help="pixel-space class-conditional models: class label (repeat for several; none = unconditional)")
+    p.add_argument("--method", default="ddim", choices=sorted(methods),
+                   help="sampling method (pixel-space models: ancestral, ddim, sgms)")
     p.add_argument("--seed", type=int, default=0, help="first seed; images use seeds SEED..SEED+N-1")
     p.add_argument("--seeds", default=None, help="explicit seeds, e.g. 0-7 or 0,3,5 (overrides --seed/--images-per-prompt)")
     p.add_argument("--images-per-prompt", type=int, default=1, help="images per prompt N")
@@ -184,9 +187,10 @@ def _run_generate(args) -> int:
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
         lightning_unet=args.lightning_unet, overwrite=args.overwrite, params=params,
+        class_labels=tuple(args.class_labels or ()),
     )
     out = run_generate(cfg)
-    print(f"Wrote {len(prompts) * len(seeds)} images to {out / 'images'} (manifest: {out / 'manifest.jsonl'})")
+    print(f"Wrote {max(len(prompts), len(cfg.class_labels), 1) * len(seeds)} images to {out / 'images'} (manifest: {out / 'manifest.jsonl'})")
     return 0
 
 
@@ -205,7 +209,8 @@ def _run_models(args) -> int:
     for m in rows:
         prov = m.provenance or {}
         desc = prov.get("summary") or prov.get("command") or ""
-        print(f"{m.name:22s} {m.kind:10s} {m.size / 2**20:8.1f}M  {desc}")
+        size = getattr(m, "size", None) or getattr(m, "size_bytes", 0) or 0
+        print(f"{m.name:22s} {m.kind:10s} {size / 2**20:8.1f}M  {desc}")
     print(f"{'tiny-random-sd':22s} {'sd':10s} {'':>9s}  randomly initialised SD-shaped pipeline (tests, smoke runs)")
     print(f"{'tiny-random-sdxl':22s} {'sdxl':10s} {'':>9s}  randomly initialised SDXL-shaped pipeline (tests, smoke runs)")
     return 0
@@ -226,6 +231,34 @@ def _run_demo(args) -> int:
     from .seeds import parse_seeds
 
     run_demo(out=args.out, model=args.model, seeds=parse_seeds(args.seeds), steps=args.steps)
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", formatter_class=HelpFormatter,
+                       help="rank real images by minority score (reconstruction loss, Um & Ye 2023)")
+    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--model", required=True, help="pixel-space or text-to-image model (name, folder or hub id)")
+    p.add_argument("--out", default="minority_scores.csv", help="CSV to write (file, score, rank)")
+    p.add_argument("--perturb", type=float, default=0.8, help="p: re-noise to timestep p·T_train")
+    p.add_argument("--distance", default=None, choices=["enet-lpips", "lpips", "l2", "l1"],
+                   help="d (default: pixel models enet-lpips, latent models l2)")
+    p.add_argument("--mc-samples", type=int, default=4, help="Monte-Carlo draws per image")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--seed", type=int, default=0, help="image k uses seed SEED+k for its draws")
+    p.add_argument("--class-label", type=int, default=None, help="class for class-conditional pixel models (default: null class)")
+    p.add_argument("--prompt", default="", help="text-to-image models: conditioning prompt")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from .score import score_images
+
+    out = score_images(args.images, args.model, args.out, perturb=args.perturb, distance=args.distance,
+                       mc_samples=args.mc_samples, batch_size=args.batch_size, seed=args.seed,
+                       class_label=args.class_label, prompt=args.prompt, device=args.device)
+    print(f"Wrote {out}")
     return 0
 
 
@@ -270,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_models(sub)
     _add_demo(sub)
+    _add_score(sub)
     _add_optional(sub, "minority.metrics.cli", "evaluate", "compute the papers' metrics on generated images",
                   "add_evaluate_arguments", "run_evaluate")
     _add_optional(sub, "minority.training.cli", "train", "train an embedded model from scratch",

@@ -43,10 +43,9 @@ class GenerateConfig:
     lightning_unet: str | None = None
     overwrite: bool = False
     params: dict = field(default_factory=dict)
+    class_labels: tuple = ()
 
     def validate(self) -> None:
-        if not self.prompts:
-            raise MinorityError("No prompt given: pass prompts as arguments or with --prompts-file.")
         if any(not p.strip() for p in self.prompts):
             raise MinorityError("A prompt is empty: remove it, or use --guidance 1 with a blank prompt on purpose.")
         if self.steps is not None and self.steps < 1:
@@ -94,9 +93,25 @@ def save_token_embeds(extra: dict, path: Path) -> None:
     atomic_write_bytes(path, save(extra["token_embeds"], metadata=meta))
 
 
+def _call(pipe, cfg: GenerateConfig, items: list, batch: list[tuple[int, int]]):
+    """One pipeline call for a batch of (item index, seed) jobs (items: prompts or class labels)."""
+    from .pixel import PixelPipeline
+
+    common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seeds=[s for _, s in batch],
+                  method=cfg.method, output_type="pil", **cfg.params)
+    if isinstance(pipe, PixelPipeline):
+        return pipe(class_labels=[items[i] for i, _ in batch], **common)
+    return pipe([items[i] for i, _ in batch], negative_prompt=cfg.negative_prompt, height=cfg.height,
+                width=cfg.width, **common)
+
+
 def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
-    """Generate every (prompt, seed) image of ``cfg`` into ``cfg.out``; returns the output folder."""
-    from .pipeline import MinorityPipeline
+    """Generate every (prompt, seed) image of ``cfg`` into ``cfg.out``; returns the output folder.
+
+    Text-to-image models take ``cfg.prompts``; pixel-space models take ``cfg.class_labels`` (empty =
+    unconditional) and name images ``<class_label:05d>_<seed:06d>.png``.
+    """
+    from .pixel import PixelPipeline, load_pipeline
 
     cfg.validate()
     out = ensure_writable_dir(cfg.out)
@@ -108,15 +123,28 @@ def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
     (out / "images").mkdir(exist_ok=True)
     device = resolve_device(cfg.device)
     if pipe is None:
-        pipe = MinorityPipeline.from_pretrained(cfg.model, lightning_unet=cfg.lightning_unet, device=device,
-                                                torch_dtype=DTYPES[cfg.dtype])
+        pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=device, torch_dtype=DTYPES[cfg.dtype])
+    pixel = isinstance(pipe, PixelPipeline)
+    if pixel:
+        if cfg.prompts:
+            raise MinorityError("This is a pixel-space model: it takes --class-label values, not prompts.")
+        items: list = list(cfg.class_labels) or [None]
+    else:
+        if cfg.class_labels:
+            raise MinorityError("--class-label is for pixel-space models; text-to-image models take prompts.")
+        if not cfg.prompts:
+            raise MinorityError("No prompt given: pass prompts as arguments or with --prompts-file.")
+        items = list(cfg.prompts)
     method = get_method(cfg.method)
     atomic_write_json(out / "config.json", {**dataclasses.asdict(cfg), "model": cfg.model or pipe.components.name,
                                              "resolved_device": device})
-    jobs = [(pi, s) for pi in range(len(cfg.prompts)) for s in cfg.seeds]
+    jobs = [(pi, s) for pi in range(len(items)) for s in cfg.seeds]
     batches = _batches(jobs, cfg.batch_size, getattr(method, "whole_prompt_batches", False))
-    pipe.check_inputs([cfg.prompts[pi] for pi, _ in batches[0]], cfg.steps, cfg.guidance, cfg.height, cfg.width,
-                      cfg.method, dict(cfg.params))
+    first = [items[pi] for pi, _ in batches[0]]
+    if pixel:
+        pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.method, dict(cfg.params))
+    else:
+        pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.height, cfg.width, cfg.method, dict(cfg.params))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -126,18 +154,16 @@ def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
     try:
         for batch in batches:
             t0 = time.perf_counter()
-            res = pipe(
-                [cfg.prompts[pi] for pi, _ in batch], negative_prompt=cfg.negative_prompt,
-                num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, height=cfg.height, width=cfg.width,
-                seeds=[s for _, s in batch], method=cfg.method, output_type="pil", **cfg.params,
-            )
+            res = _call(pipe, cfg, items, batch)
             secs = (time.perf_counter() - t0) / len(batch)
             st = res.settings
             for k, ((pi, seed), img) in enumerate(zip(batch, res.images)):
-                rel = f"images/{image_name(pi, seed)}"
+                label = items[pi] if pixel else None
+                rel = f"images/{image_name(label if label is not None else pi, seed) if pixel else image_name(pi, seed)}"
                 save_image_atomic(img, out / rel)
                 entry = {
-                    "file": rel, "prompt": cfg.prompts[pi], "prompt_index": pi, "seed": seed, "method": st["method"],
+                    "file": rel, "prompt": None if pixel else items[pi], "prompt_index": pi, "seed": seed,
+                    **({"class_label": label} if pixel else {}), "method": st["method"],
                     "model": st["model"], "family": st["family"], "steps": st["steps"], "guidance": st["guidance"],
                     "negative_prompt": st["negative_prompt"], "height": st["height"], "width": st["width"],
                     **st["params"], "seconds": round(secs, 4),

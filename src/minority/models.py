@@ -26,7 +26,7 @@ FAMILY_DEFAULTS = {
     "sd": {"steps": 50, "guidance": 7.5},
     "sdxl": {"steps": 50, "guidance": 5.0},
     "sdxl-lightning": {"steps": 4, "guidance": 1.0},
-    "pixel": {"steps": 1000, "guidance": 1.0},
+    "pixel": {"steps": 250, "guidance": 1.0},
 }
 
 
@@ -135,6 +135,7 @@ class Components:
     name: str = ""
     force_zeros_for_empty_prompt: bool = False
     source: str = ""
+    null_class_label: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -331,7 +332,7 @@ def load_components(
     index = _read_index(location, kind, model)
     cls = index.get("_class_name", "")
     if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] == "UNet2DModel":
-        return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel")
+        return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index)
     try:
         xl = "text_encoder_2" in index or "XL" in cls
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -384,7 +385,7 @@ def _read_index(location: str, kind: str, name: str) -> dict:
     raise MinorityError(f"{folder} is not a diffusers model folder (no model_index.json): pass a folder saved by diffusers.")
 
 
-def _load_pixel(location: str, name: str, device, dtype, flat: bool = False) -> Components:
+def _load_pixel(location: str, name: str, device, dtype, flat: bool = False, index: dict | None = None) -> Components:
     """Pixel-space ``UNet2DModel`` + ``DDPMScheduler`` (a pipeline folder with ``unet/``, or a flat UNet folder)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -394,7 +395,9 @@ def _load_pixel(location: str, name: str, device, dtype, flat: bool = False) -> 
         scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler")
     except (OSError, ValueError) as err:
         raise MinorityError(f"Could not load a pixel-space UNet2DModel from {location!r}: {str(err).splitlines()[0]}") from err
-    comps = Components(family="pixel", unet=unet, scheduler=scheduler, name=name, source="folder")
+    null = (index or {}).get("null_class_label")
+    comps = Components(family="pixel", unet=unet, scheduler=scheduler, name=name, source="folder",
+                       null_class_label=None if null is None else int(null))
     return comps.to(device=device, dtype=dtype).freeze()
 
 

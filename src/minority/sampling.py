@@ -38,6 +38,10 @@ class StepContext:
         pred_cond, pred_uncond: predictions a hook already computed for this z and conditioning
             (reused by the solver instead of a new UNet call).
         record: per-step values to report (e.g. the objective J), collected by :func:`sample`.
+        shift: guidance displacement (SGMS): the ancestral solver adds it to the posterior mean (the authors'
+            form); DDIM / CFG++ add it to z_t inside the update, with ε̂(z_t) reused.
+        clip_sample: clamp ẑ0 to [−c, c] inside the solver update (pixel schedulers' ``clip_sample``).
+        variance_type: the DDPM scheduler's ``variance_type`` (ancestral sampler).
     """
 
     index: int
@@ -55,6 +59,9 @@ class StepContext:
     pred_cond: Prediction | None = None
     pred_uncond: Prediction | None = None
     record: dict = field(default_factory=dict)
+    shift: torch.Tensor | None = None
+    clip_sample: float | None = None
+    variance_type: str = "fixed_small"
 
 
 class Hook:
@@ -79,23 +86,67 @@ def cfg_eps(pred_cond: Prediction, pred_uncond: Prediction | None, w: float) -> 
     return pred_uncond.eps + w * (pred_cond.eps - pred_uncond.eps)
 
 
+def _clip(x0: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    return x0 if ctx.clip_sample is None else x0.clamp(-ctx.clip_sample, ctx.clip_sample)
+
+
+def _shifted(ctx: StepContext) -> torch.Tensor:
+    return ctx.z if ctx.shift is None else ctx.z + ctx.shift
+
+
 def ddim_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
-    """Deterministic DDIM (η = 0) with classifier-free guidance."""
+    """Deterministic DDIM (η = 0) with classifier-free guidance (ẑ0 clipped as diffusers' ``clip_sample``)."""
     eps = cfg_eps(pc, pu, ctx.guidance)
-    x0 = tweedie(ctx.z, eps, ctx.alpha)
+    x0 = _clip(tweedie(_shifted(ctx), eps, ctx.alpha), ctx)
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * eps
+
+
+def posterior_variance(ctx: StepContext, pred: Prediction | None = None) -> torch.Tensor | float:
+    """Σ_t of the DDPM posterior q(z_next | z_t, ẑ0) for the step (t → t_next), as diffusers' DDPMScheduler:
+    ``fixed_small`` β̃ = (1−ᾱ_next)/(1−ᾱ_t)·β_t (β_t = 1 − ᾱ_t/ᾱ_next), ``fixed_large`` β_t, ``learned_range``
+    exp(frac·log β_t + (1−frac)·log β̃) with frac = (v + 1)/2 from the model's variance output."""
+    a, an = ctx.alpha, ctx.alpha_next
+    beta = 1.0 - a / an
+    tilde = max((1.0 - an) / (1.0 - a) * beta, 1e-20)
+    vt = ctx.variance_type
+    if vt in ("learned_range", "learned") and pred is not None and pred.var_values is not None:
+        if vt == "learned":
+            return pred.var_values.exp()
+        frac = (pred.var_values + 1) / 2
+        return torch.exp(frac * torch.log(torch.tensor(beta)) + (1 - frac) * torch.log(torch.tensor(tilde)))
+    if vt == "fixed_large":
+        return beta
+    return tilde
+
+
+def ancestral_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
+    """DDPM ancestral step (diffusers' ``DDPMScheduler.step``): posterior mean of (z_t, ẑ0) plus
+    ``shift`` (SGMS), plus √Σ_t·n with n drawn per sample (no noise on the last step)."""
+    eps = cfg_eps(pc, pu, ctx.guidance)
+    a, an = ctx.alpha, ctx.alpha_next
+    beta = 1.0 - a / an
+    x0 = _clip(tweedie(ctx.z, eps, a), ctx)
+    mean = (an**0.5 * beta / (1.0 - a)) * x0 + ((a / an) ** 0.5 * (1.0 - an) / (1.0 - a)) * ctx.z
+    if ctx.shift is not None:
+        mean = mean + ctx.shift
+    if ctx.t <= 0:  # as diffusers: no noise at t = 0
+        return mean
+    var = posterior_variance(ctx, pc)
+    std = var.sqrt() if isinstance(var, torch.Tensor) else var**0.5
+    return mean + std * per_sample_noise(ctx.generators, ctx.z)
 
 
 def cfgpp_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
     """CFG++ (Chung et al. 2024): denoise with the λ-guided ε, re-noise with the unconditional ε_∅."""
     eps = cfg_eps(pc, pu, ctx.guidance)
-    x0 = tweedie(ctx.z, eps, ctx.alpha)
+    x0 = _clip(tweedie(_shifted(ctx), eps, ctx.alpha), ctx)
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * pu.eps
 
 
 SOLVERS: dict[str, Callable[[StepContext, Prediction, Prediction | None], torch.Tensor]] = {
     "ddim": ddim_step,
     "cfgpp": cfgpp_step,
+    "ancestral": ancestral_step,
 }
 
 
@@ -141,6 +192,8 @@ def sample(
     solver: str | Callable = "ddim",
     hooks: Sequence[Hook] = (),
     progress: Callable[[int], None] | None = None,
+    clip_sample: float | None = None,
+    variance_type: str = "fixed_small",
 ) -> tuple[torch.Tensor, list[dict]]:
     """Run the sampler from z_T to z_0.
 
@@ -154,6 +207,8 @@ def sample(
         solver: ``"ddim"``, ``"cfgpp"`` or a callable ``(ctx, pred_cond, pred_uncond) -> z_next``.
         hooks: per-step interventions, called in order.
         progress: called with the step index after each step.
+        clip_sample: clamp ẑ0 to [−c, c] in the update (pixel DDPM/DDIM schedulers); None = no clipping.
+        variance_type: DDPM posterior variance for the ancestral solver (scheduler ``variance_type``).
     Returns:
         ``(z_0 (B, C, h, w), records)`` where ``records[i]`` holds what hooks reported at step i.
     """
@@ -165,7 +220,7 @@ def sample(
         ctx = StepContext(
             index=i, num_steps=len(pairs), t=t, t_next=t_next, alpha=denoiser.alpha(t),
             alpha_next=denoiser.alpha(t_next), z=z, cond=cond, uncond=uncond, guidance=float(guidance),
-            generators=generators, denoiser=denoiser,
+            generators=generators, denoiser=denoiser, clip_sample=clip_sample, variance_type=variance_type,
         )
         for h in hooks:
             h.before_step(ctx)

