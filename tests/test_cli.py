@@ -114,7 +114,10 @@ def test_prompts_file(tiny_sd_dir, tmp_path, capsys):
 
 
 def test_model_not_found(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants as hc
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)  # read at call time: no network wait in the test
     code, _, err = run(capsys, "generate", "a bag", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "o"))
     assert code == 2 and "no-such-org/no-such-model" in err and "local diffusers folder" in err
     code, _, err = run(capsys, "generate", "a bag", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
