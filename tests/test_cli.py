@@ -40,8 +40,14 @@ def test_generate_same_images_regardless_of_batch_size(tiny_sd_dir, tmp_path, ca
         code, _, _ = run(capsys, "generate", "a bag", "--model", str(tiny_sd_dir), "--seeds", "0-2", "--steps", "3",
                          "--out", str(tmp_path / f"b{bs}"), "--batch-size", str(bs))
         assert code == 0
+    import numpy as np
+
     for name in ("00000_000000.png", "00000_000001.png", "00000_000002.png"):
-        assert (tmp_path / "b1/images" / name).read_bytes() == (tmp_path / "b3/images" / name).read_bytes()
+        a = np.asarray(Image.open(tmp_path / "b1/images" / name), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "b3/images" / name), dtype=int)
+        # per-image generators make every draw batch-independent; CPU conv kernels differ by ~1e-6 with the
+        # batch size, which can flip at most one 8-bit level
+        assert np.abs(a - b).max() <= 1
 
 
 def test_help_shows_defaults(capsys):
