@@ -1,0 +1,223 @@
+"""``minority train fashion-ddpm``: class-conditional pixel-space DDPM on 32×32 gray Fashion-MNIST.
+
+``UNet2DModel`` with ``num_class_embeds = 11`` (label 10 = unconditional, used for a ``class_dropout``
+share of the batch so both conditional and unconditional sampling work), cosine noise schedule,
+ε-prediction and learned variance (``learned_range``, hybrid loss MSE + VLB), EMA weights. Exported as
+a diffusers ``DDPMPipeline`` folder (``unet/`` + ``scheduler/``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import load_fashion_mnist, to_model_input
+from .common import EMA, Run, batch_indices, random_shift_flip, save_grid, select_device, warmup_cosine
+from .diffusion_losses import PosteriorTerms
+from .provenance import data_fingerprint, write_provenance
+
+NULL_CLASS = 10
+
+
+@dataclass(frozen=True)
+class DDPMTrainConfig:
+    """Hyper-parameters of ``minority train fashion-ddpm`` (written as ``config.json``)."""
+
+    seed: int = 0
+    steps: int = 6000  # ~2 h on an idle 2-core CPU (2 threads); minutes on a GPU
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    ema_decay: float = 0.999
+    class_dropout: float = 0.1
+    learned_variance: bool = True
+    vlb_weight: float = 1.0  # IDDPM's λ·T = 0.001·1000 with per-dim bits
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    flip: bool = True
+    channels: tuple[int, ...] = (32, 64, 128)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    layers_per_block: int = 1
+    norm_groups: int = 8
+    attention_head_dim: int = 32
+    train_limit: int | None = None
+    eval_images_per_class: int = 10
+    eval_steps: int = 100
+
+
+def tiny_config(seed: int = 0) -> DDPMTrainConfig:
+    """Seconds-long configuration for smoke tests."""
+    return DDPMTrainConfig(seed=seed, steps=3, batch_size=8, warmup=1, channels=(8, 16), attention_levels=(False, True),
+                           norm_groups=4, attention_head_dim=8, train_limit=64, eval_images_per_class=1, eval_steps=2)
+
+
+def build_ddpm_unet(cfg: DDPMTrainConfig):
+    """``UNet2DModel``: ``(B, 1, 32, 32)``, timesteps ``(B,)``, class labels ``(B,)`` in 0..10 ->
+    ``(B, 2, 32, 32)`` (ε and the variance interpolation) or ``(B, 1, 32, 32)`` without learned variance."""
+    from diffusers import UNet2DModel
+
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))
+    return UNet2DModel(
+        sample_size=32, in_channels=1, out_channels=2 if cfg.learned_variance else 1, down_block_types=down,
+        up_block_types=up, block_out_channels=cfg.channels, layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_groups, attention_head_dim=cfg.attention_head_dim, num_class_embeds=NULL_CLASS + 1,
+    )
+
+
+def build_ddpm_scheduler(cfg: DDPMTrainConfig):
+    """``DDPMScheduler`` with 1000 steps, the configured schedule/prediction and variance type."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule,
+                         prediction_type=cfg.prediction_type, clip_sample=True,
+                         variance_type="learned_range" if cfg.learned_variance else "fixed_small")
+
+
+@torch.no_grad()
+def sample_ddpm(unet, scheduler, labels: torch.Tensor, steps: int, generators: list[torch.Generator],
+                guidance: float = 1.0) -> torch.Tensor:
+    """Ancestral samples ``(B, 1, 32, 32)`` in [-1, 1] for class ``labels (B,)`` (10 = unconditional).
+
+    With ``guidance != 1`` the ε channel is ``ε_u + w (ε_c − ε_u)`` (variance channel: conditional).
+    One generator per sample (SPEC §3.4).
+    """
+    from ..rng import randn_per_sample
+
+    device = next(unet.parameters()).device
+    scheduler.set_timesteps(steps)
+    x = randn_per_sample(generators, (unet.config.in_channels, 32, 32), device)
+    labels = labels.to(device)
+    for t in scheduler.timesteps:
+        tt = t.expand(len(x)).to(device)
+        out = unet(x, tt, class_labels=labels).sample
+        if guidance != 1.0:
+            unc = unet(x, tt, class_labels=torch.full_like(labels, NULL_CLASS)).sample
+            c = x.shape[1]
+            out = torch.cat([unc[:, :c] + guidance * (out[:, :c] - unc[:, :c]), out[:, c:]], 1)
+        prev = []
+        for i in range(len(x)):
+            prev.append(scheduler.step(out[i : i + 1], t, x[i : i + 1], generator=generators[i]).prev_sample)
+        x = torch.cat(prev)
+    return x.clamp(-1, 1)
+
+
+def ddpm_alignment(unet, scheduler, images_per_class: int, steps: int, seed: int,
+                   grid_path: Path | None = None) -> dict[str, float] | None:
+    """Classifier accuracy of conditional samples (None without the embedded classifier); grid to ``grid_path``."""
+    from .classifier import load_classifier
+    from .registry import resolve_embedded
+
+    labels = torch.arange(10).repeat_interleave(images_per_class)
+    gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(labels))]
+    x = sample_ddpm(unet, scheduler, labels, steps, gens)
+    if grid_path is not None:
+        save_grid(x, grid_path, nrow=images_per_class)
+    clf_dir = resolve_embedded("fashion-classifier")
+    if clf_dir is None:
+        return None
+    device = next(unet.parameters()).device
+    clf = load_classifier(clf_dir, device)
+    acc = float((clf(x).argmax(1).cpu() == labels).float().mean())
+    return {"class_accuracy_guidance_1": acc, "eval_steps": steps, "eval_samples": len(labels)}
+
+
+def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | Path | None = None,
+               resume: bool = False, device: str = "auto", checkpoint_minutes: float = 5.0,
+               max_minutes: float | None = None, export_dir: str | Path | None = None,
+               log_every: int = 25, export_only: bool = False) -> Path | None:
+    """Train and export a ``DDPMPipeline`` folder to ``export_dir`` (default ``run/fashion-ddpm``).
+
+    Returns the export folder, or None when stopped by ``max_minutes`` (continue with ``resume=True``).
+    """
+    from diffusers import DDPMPipeline
+
+    dev = select_device(device)
+    torch.manual_seed(config.seed)
+    data = load_fashion_mnist(data_dir)
+    x_train, y_train = to_model_input(data.train_images), data.train_labels
+    if config.train_limit:
+        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
+    run = Run(run_dir, config, resume=resume, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes,
+              log_every=log_every, export_only=export_only)
+    unet = run.add_module("unet", build_ddpm_unet(config).to(dev))
+    scheduler = build_ddpm_scheduler(config)
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, config.steps, config.warmup, 0.1))
+    run.add_optimizer("unet", opt, sched)
+    ema = run.add_ema("unet", EMA(unet, config.ema_decay))
+    gen = run.add_generator("noise", torch.Generator().manual_seed(config.seed))
+    if resume:
+        run.load()
+    run.log(f"fashion-ddpm on {dev}: {sum(p.numel() for p in unet.parameters())} parameters; "
+            f"{len(x_train)} training images")
+    terms = PosteriorTerms(scheduler.alphas_cumprod)
+    alphas = scheduler.alphas_cumprod.to(dev)
+    n_t = scheduler.config.num_train_timesteps
+
+    def step_fn(step: int) -> dict[str, float]:
+        idx = batch_indices(len(x_train), config.batch_size, config.seed, step)
+        x0 = random_shift_flip(x_train[idx], gen, max_shift=0, flip=True) if config.flip else x_train[idx]
+        labels = y_train[idx].clone()
+        labels[torch.rand(len(idx), generator=gen) < config.class_dropout] = NULL_CLASS
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, n_t, (len(idx),), generator=gen)
+        x0, noise, t, labels = x0.to(dev), noise.to(dev), t.to(dev), labels.to(dev)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        out = unet(xt, t, class_labels=labels).sample
+        if config.prediction_type == "v_prediction":
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        else:
+            target = noise
+        mse = F.mse_loss(out[:, :1], target)
+        losses = {"loss": mse, "mse": mse}
+        if config.learned_variance:
+            pred = out[:, :1].detach()
+            eps = pred if config.prediction_type == "epsilon" else a.sqrt() * pred + (1 - a).sqrt() * xt
+            vlb = terms.vlb_bits(x0, xt, t, eps, out[:, 1:]).mean()
+            losses = {"loss": mse + config.vlb_weight * vlb, "mse": mse, "vlb": vlb}
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema.update(unet)
+        return {k: v.item() for k, v in losses.items()}
+
+    unet.train()
+    done = run.loop("unet", config.steps, step_fn)
+    run.plot_losses()
+    if not done:
+        run.close()
+        return None
+    ema.copy_to(unet)
+    unet.eval()
+    out = Path(export_dir) if export_dir is not None else run.dir / "fashion-ddpm"
+    if out.exists():
+        shutil.rmtree(out)
+    import copy
+
+    DDPMPipeline(unet=copy.deepcopy(unet).to("cpu", torch.float16), scheduler=scheduler).save_pretrained(
+        str(out), safe_serialization=True)
+    index_path = out / "model_index.json"  # lets minority sample unconditionally / with CFG via the null class
+    index = json.loads(index_path.read_text())
+    index["null_class_label"] = NULL_CLASS
+    index_path.write_text(json.dumps(index, indent=2))
+    metrics: dict[str, float | int] = {"final_loss": run.state["history"]["unet"][-1][1]}
+    align = ddpm_alignment(unet, build_ddpm_scheduler(config), config.eval_images_per_class, config.eval_steps,
+                           config.seed, grid_path=run.dir / "samples.png")
+    if align:
+        metrics.update(align)
+    run.log(f"exported to {out}; metrics {metrics}")
+    write_provenance(out, name="fashion-ddpm", config=config, steps=dict(run.state["steps"]), wall_s=run.wall_s,
+                     data=data_fingerprint(data.root), metrics=metrics,
+                     extra={"seconds_per_step": {"unet": run.seconds_per_step("unet")}})
+    shutil.copy(run.dir / "loss.png", out / "loss.png")
+    run.close()
+    return out

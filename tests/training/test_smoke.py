@@ -1,0 +1,165 @@
+"""Tiny end-to-end trainings (a few steps each) and offline loading of the exported folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minority.errors import MinorityError
+from minority.training import embedded_models, resolve_embedded
+from minority.training.cli import add_train_arguments, run_train
+
+
+def _train(name: str, out: Path, data_dir: Path, *extra: str) -> int:
+    parser = add_train_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([name, "--tiny", "--out", str(out), "--data-dir", str(data_dir), "--device", "cpu",
+                              "--export-dir", str(out / "export" / name), *extra])
+    return run_train(args)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fake_data_dir) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd"):
+        assert _train(name, root / name, fake_data_dir) == 0
+    return root
+
+
+def _export(trained: Path, name: str) -> Path:
+    return trained / name / "export" / name
+
+
+def test_run_folder_contents(trained):
+    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd"):
+        run = trained / name
+        for f in ("config.json", "train.log", "loss.png", "checkpoint/weights.safetensors", "checkpoint/state.json"):
+            assert (run / f).is_file(), f"{name}: {f}"
+        prov = json.loads((_export(trained, name) / "provenance.json").read_text())
+        assert prov["command"].startswith(f"minority train {name}") and prov["seed"] == 0
+        assert prov["wall_time_s"] >= 0 and prov["steps"] and "files" in prov["data"]
+
+
+def test_sd_folder_loads_like_sd15(trained):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    folder = _export(trained, "fashion-sd")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] and index["feature_extractor"] == [None, None]
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    cfg = pipe.scheduler.config
+    assert (cfg.beta_schedule, cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps) == ("scaled_linear", 0.00085, 0.012, 1000)
+    assert (cfg.steps_offset, cfg.set_alpha_to_one, cfg.clip_sample, cfg.prediction_type) == (1, False, False, "epsilon")
+    assert pipe.text_encoder.config.vocab_size == len(pipe.tokenizer) == 49408
+    assert pipe.text_encoder.config.eos_token_id == 49407
+    assert pipe.text_encoder.dtype == pipe.unet.dtype == pipe.vae.dtype == torch.float32
+    assert pipe.vae_scale_factor == 4 and pipe.vae.config.scaling_factor != 1.0
+    gen = torch.Generator("cpu").manual_seed(0)
+    out = pipe(["a photo of a sneaker"], num_inference_steps=2, guidance_scale=2.0, generator=gen, output_type="pt")
+    assert out.images.shape == (1, 3, 32, 32)
+
+
+def test_ddpm_folder_loads(trained):
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    folder = _export(trained, "fashion-ddpm")
+    unet = UNet2DModel.from_pretrained(str(folder), subfolder="unet")
+    sched = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler")
+    assert unet.dtype == torch.float32
+    assert unet.config.num_class_embeds == 11 and unet.config.in_channels == 1 and unet.config.out_channels == 2
+    assert sched.config.num_train_timesteps == 1000 and sched.config.variance_type == "learned_range"
+    x = torch.randn(2, 1, 32, 32)
+    y = unet(x, torch.tensor([5, 900]), class_labels=torch.tensor([3, 10])).sample
+    assert y.shape == (2, 2, 32, 32)
+    from minority.training.train_ddpm import sample_ddpm
+
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    a = sample_ddpm(unet, sched, torch.tensor([3, 10]), 3, gens, guidance=2.0)
+    b = sample_ddpm(unet, sched, torch.tensor([3]), 3, [torch.Generator().manual_seed(0)], guidance=2.0)
+    assert a.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(a[:1], b, rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_api(trained):
+    from minority.training.classifier import load_classifier
+
+    clf = load_classifier(_export(trained, "fashion-classifier"))
+    gray, rgb = torch.rand(3, 1, 32, 32) * 2 - 1, torch.rand(3, 3, 64, 64) * 2 - 1
+    assert clf(gray).shape == (3, 10) and clf(rgb).shape == (3, 10)
+    assert clf.features(gray).shape == (3, clf.config.feature_dim)
+    with pytest.raises(MinorityError):
+        clf(torch.zeros(2, 2, 32, 32))
+
+
+def test_registry(trained, tmp_path):
+    import shutil
+
+    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd"):
+        shutil.copytree(_export(trained, name), tmp_path / name)
+    (tmp_path / "not-a-model").mkdir()
+    models = embedded_models(tmp_path)
+    assert [(m.name, m.kind) for m in models] == [
+        ("fashion-classifier", "classifier"), ("fashion-ddpm", "ddpm"), ("fashion-sd", "sd")]
+    assert all(m.size_bytes > 0 and m.provenance["name"] == m.name for m in models)
+    assert resolve_embedded("fashion-sd", tmp_path) == tmp_path / "fashion-sd"
+    assert resolve_embedded("nope", tmp_path) is None
+
+
+def test_cli_resume_rules(trained, fake_data_dir, tmp_path):
+    # a finished run resumes as a no-op and re-exports; a fresh folder refuses --resume
+    assert _train("fashion-classifier", trained / "fashion-classifier", fake_data_dir, "--resume") == 0
+    with pytest.raises(MinorityError, match="--resume"):
+        _train("fashion-classifier", tmp_path / "fresh", fake_data_dir, "--resume")
+    with pytest.raises(MinorityError, match="does not apply"):
+        _train("fashion-ddpm", tmp_path / "x", fake_data_dir, "--vae-steps", "3")
+
+
+def test_shipped_models_if_present():
+    """The package's own models (when shipped) are complete and small enough."""
+    models = embedded_models()
+    assert sum(m.size_bytes for m in models) <= 40 * 2**20
+    for m in models:
+        assert m.provenance.get("metrics"), m.name
+        if m.name == "fashion-classifier":
+            assert m.provenance["metrics"]["test_accuracy"] >= 0.90
+
+
+def test_max_minutes_stops_and_resumes(fake_data_dir, tmp_path):
+    out = tmp_path / "clf"
+    assert _train("fashion-classifier", out, fake_data_dir, "--max-minutes", "0") == 3
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["steps"]["classifier"] == 1
+    assert _train("fashion-classifier", out, fake_data_dir, "--resume") == 0
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["steps"]["classifier"] == 4
+    with pytest.raises(MinorityError, match="--lr cannot change"):
+        _train("fashion-classifier", out, fake_data_dir, "--resume", "--lr", "0.5")
+
+
+def test_export_only_snapshot(fake_data_dir, tmp_path):
+    out = tmp_path / "ddpm"
+    assert _train("fashion-ddpm", out, fake_data_dir, "--max-minutes", "0") == 3
+    assert _train("fashion-ddpm", out, fake_data_dir, "--resume", "--export-only") == 0
+    prov = json.loads((out / "export" / "fashion-ddpm" / "provenance.json").read_text())
+    assert prov["steps"] == {"unet": 1}
+    with pytest.raises(MinorityError, match="--resume"):
+        _train("fashion-ddpm", tmp_path / "other", fake_data_dir, "--export-only")
+
+
+def test_exports_load_with_the_generic_loader(trained):
+    """The exported folders load through minority's own loader (the same path as SD 1.5 / hub DDPMs)."""
+    import numpy as np
+
+    from minority import MinorityPipeline, PixelPipeline
+
+    sd = MinorityPipeline.from_pretrained(str(_export(trained, "fashion-sd")))
+    img = sd("a photo of a sneaker", num_inference_steps=2, output_type="np").images
+    assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
+    px = PixelPipeline.from_pretrained(str(_export(trained, "fashion-ddpm")))
+    assert px.components.null_class_label == 10
+    out = px(class_labels=[3, None], num_inference_steps=2, guidance_scale=2.0, output_type="np").images
+    assert out.shape == (2, 32, 32, 1) and np.isfinite(out).all()
