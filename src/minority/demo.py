@@ -18,7 +18,9 @@ from .models import default_model
 log = logging.getLogger("minority")
 
 DEMO_PROMPTS = ("a photo of a sneaker", "a photo of a dress", "a bag on a dark background")
-DEMO_METHODS = ("ddim", "null-prompt", "cads", "cfgpp", "minority-prompt")
+DEMO_METHODS = ("ddim", "null-prompt", "cads", "cfgpp", "sgms", "minority-prompt")
+PIXEL_METHODS = ("ancestral", "sgms")
+PIXEL_MODEL = "fashion-ddpm"
 
 
 def run_demo(out: str = "outputs/run", model: str | None = None, seeds=(0, 1, 2, 3), steps: int | None = None) -> Path:
@@ -47,6 +49,34 @@ def run_demo(out: str = "outputs/run", model: str | None = None, seeds=(0, 1, 2,
             labels.append(f"{prompt} (seed {s})")
     grid = labelled_grid(rows, methods, labels, title=f"{model}: same prompt and seed in each row ({steps} steps)")
     grid.save(out / "grid.png")
-    print(f"Done in {time.perf_counter() - t0:.0f} s. Comparison grid: {out / 'grid.png'}; "
-          f"per-method images and manifests: {out}/<method>/")
+    print(f"Comparison grid: {out / 'grid.png'}; per-method images and manifests: {out}/<method>/")
+    pixel = _pixel_demo(out / "pixel", seeds)
+    if pixel:
+        print(f"Pixel-space SGMS grid ({PIXEL_MODEL}): {pixel}")
+    print(f"Done in {time.perf_counter() - t0:.0f} s.")
     return out
+
+
+def _pixel_demo(out: Path, seeds) -> Path | None:
+    """ancestral vs sgms on the embedded class-conditional pixel model, when it ships."""
+    from .models import resolve_model
+
+    try:
+        _, kind = resolve_model(PIXEL_MODEL)
+    except Exception:  # noqa: BLE001
+        return None
+    if kind != "embedded":
+        return None
+    from .pixel import load_pipeline
+
+    pipe = load_pipeline(PIXEL_MODEL)
+    labels = (7, 0, 8)  # sneaker, t-shirt/top, bag
+    for m in PIXEL_METHODS:
+        run_generate(GenerateConfig(prompts=(), model=PIXEL_MODEL, method=m, seeds=tuple(seeds), steps=100,
+                                    class_labels=labels, out=str(out / m), overwrite=True, device="cpu"), pipe=pipe)
+    files = {m: {(e["class_label"], e["seed"]): e["file"] for e in read_jsonl(out / m / "manifest.jsonl")}
+             for m in PIXEL_METHODS}
+    rows = [[Image.open(out / m / files[m][(lab, s)]) for m in PIXEL_METHODS] for lab in labels for s in seeds]
+    names = [f"class {lab} (seed {s})" for lab in labels for s in seeds]
+    labelled_grid(rows, PIXEL_METHODS, names, title=f"{PIXEL_MODEL}: 100 ancestral steps").save(out / "grid.png")
+    return out / "grid.png"
