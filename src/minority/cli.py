@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import logging
 import sys
-from pathlib import Path
 
 from .errors import MinorityError
 
@@ -106,16 +105,6 @@ def _number_or_string(v: str):
     return v
 
 
-def read_prompts_file(path: str) -> list[str]:
-    """Plain text, one prompt per line; blank lines and ``#`` comments ignored."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MinorityError(f"Cannot read prompts file {path}: {getattr(err, 'strerror', None) or err}.") from err
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-
-
 # --------------------------------------------------------------------------------------------------
 
 
@@ -130,7 +119,16 @@ def _add_generate(sub) -> None:
         "and config.json.\n\nMethods:\n" + "\n".join(f"  {n:16s} {m.summary}" for n, m in sorted(methods.items())),
     )
     p.add_argument("prompts", nargs="*", help="prompts (each gets every seed)")
-    p.add_argument("--prompts-file", help="text file with one prompt per line (# comments and blank lines ignored)")
+    src = p.add_argument_group("prompt files (dataset-scale runs)")
+    src.add_argument("--prompts-file", help="prompts: .txt (one per line, # comments), .jsonl (one object per line: "
+                     "prompt, optional seed, negative_prompt, class_label, id) or MS-COCO captions .json")
+    src.add_argument("--prompts-format", default=None, choices=["text", "jsonl", "coco"],
+                     help="format of --prompts-file (default: from the extension, else the content)")
+    src.add_argument("--sample", type=int, default=None, metavar="N",
+                     help="a random subset of N prompts of the file (file order kept), e.g. 10000 COCO captions")
+    src.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw")
+    src.add_argument("--offset", type=int, default=0, help="skip the first OFFSET prompts of the file (after --sample)")
+    src.add_argument("--limit", type=int, default=None, help="use at most LIMIT prompts of the file (after --offset)")
     p.add_argument("--model", default=None, help="embedded model name (`minority models`), diffusers folder or hub id "
                    "(default: fashion-sd, or the tiny random pipeline until it ships)")
     p.add_argument("--lightning-unet", default=None, help="SDXL-Lightning UNet .safetensors (path or repo_id/file) "
@@ -155,18 +153,34 @@ def _add_generate(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model precision")
     p.add_argument("--out", default="outputs/generate", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="finish the run in --out: keep its complete images, redo missing or damaged ones (same settings)")
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="run N processes via `accelerate launch` (one per GPU; on CPU, gloo processes)")
     dests = add_method_arguments(p)
-    p.set_defaults(func=_run_generate, param_dests=dests)
+    p.set_defaults(func=_run_generate, param_dests=dests, generate_parser=p)
 
 
 def _run_generate(args) -> int:
-    from .generate import GenerateConfig, run_generate
+    import os
+    import shlex
+
+    from .distributed import launched_distributed
+    from .generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
+    from .launch import argv_from_args, launch_processes
     from .methods import get_method
+    from .prompts import config_fields, read_prompts_file
     from .seeds import parse_seeds
 
-    prompts = list(args.prompts)
+    parser = args.generate_parser
+    if args.num_processes < 1:
+        raise MinorityError(f"--num-processes must be >= 1 (got {args.num_processes}).")
+    records = []
     if args.prompts_file:
-        prompts += read_prompts_file(args.prompts_file)
+        records = read_prompts_file(args.prompts_file, limit=args.limit, offset=args.offset, sample=args.sample,
+                                    sample_seed=args.sample_seed, fmt=args.prompts_format)
+    elif args.sample is not None or args.limit is not None or args.offset:
+        raise MinorityError("--sample, --offset and --limit select prompts of a --prompts-file: pass one.")
     if args.images_per_prompt < 1:
         raise MinorityError(f"--images-per-prompt must be >= 1 (got {args.images_per_prompt}).")
     if args.seed < 0:
@@ -182,15 +196,35 @@ def _run_generate(args) -> int:
         if name not in own:
             raise MinorityError(f"--{name.replace('_', '-')} is not a parameter of method {args.method!r}.")
         params[name] = value
+    source = {}
+    if args.prompts_file:
+        source = {"file": str(args.prompts_file), "format": args.prompts_format, "sample": args.sample,
+                  "sample_seed": args.sample_seed, "offset": args.offset, "limit": args.limit, "count": len(records)}
     cfg = GenerateConfig(
-        prompts=tuple(prompts), model=args.model, method=args.method, seeds=tuple(seeds), steps=args.steps,
+        model=args.model, method=args.method, seeds=tuple(seeds), steps=args.steps,
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
-        lightning_unet=args.lightning_unet, overwrite=args.overwrite, params=params,
-        class_labels=tuple(args.class_labels or ()),
+        lightning_unet=args.lightning_unet, overwrite=args.overwrite, params=params, resume=args.resume,
+        prompts_source=source,
+        **config_fields(records, tuple(args.prompts), tuple(args.class_labels or ())),
     )
-    out = run_generate(cfg)
-    print(f"Wrote {max(len(prompts), len(cfg.class_labels), 1) * len(seeds)} images to {out / 'images'} (manifest: {out / 'manifest.jsonl'})")
+    if args.num_processes > 1 and not launched_distributed():
+        preflight(cfg)  # bad input: one error line here, not one per process
+        script = (["-v"] if getattr(args, "verbose", False) else []) + ["generate"]
+        return launch_processes(args.num_processes, script + argv_from_args(parser, args, drop=("num_processes",)),
+                                device=args.device)
+    world = os.environ.get("WORLD_SIZE", "1") if launched_distributed() else "1"
+    again = argv_from_args(parser, args, drop=("overwrite", "resume", "num_processes"))
+    again += ["--resume"] + (["--num-processes", world] if world != "1" else [])
+    try:
+        result = generate_to_folder(cfg, resume_command=shlex.join(["minority", "generate", *again]))
+    except GenerationInterrupted as err:
+        if os.environ.get("RANK", "0") != "0":  # the main process says how to resume
+            return 130
+        print(f"error: {err}", file=sys.stderr)
+        return 130
+    if result.rank == 0:
+        print(result.summary())
     return 0
 
 

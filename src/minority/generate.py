@@ -1,7 +1,10 @@
 """Batch generation to a folder: ``images/<prompt_index:05d>_<seed:06d>.png``, ``manifest.jsonl``, ``config.json``.
 
-``generate(...)`` is the Python twin of ``minority generate``; both build a frozen
-:class:`GenerateConfig` and write it as ``config.json`` beside the outputs.
+``generate(...)`` is the Python twin of ``minority generate``; both build a frozen :class:`GenerateConfig` and
+write it as ``config.json`` beside the outputs. Runs are crash-safe and resumable (each image is renamed into
+place before its manifest line is appended; ``resume=True`` redoes exactly the missing or damaged images) and
+shard over processes started by ``accelerate launch`` (:mod:`minority.sharding`, :mod:`minority.distributed`):
+process r writes ``manifest.rank{r}.jsonl``, the main process merges the shards into ``manifest.jsonl``.
 """
 
 from __future__ import annotations
@@ -14,18 +17,50 @@ from pathlib import Path
 
 import torch
 
+from .distributed import ProcessContext, process_context, resolve_device
 from .errors import MinorityError
-from .io import append_jsonl, atomic_write_json, ensure_writable_dir, read_jsonl, save_image_atomic
+from .io import (
+    OutputWriteError,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_writable_dir,
+    save_image_atomic,
+)
+from .manifest import (
+    clean_temp_files,
+    entry_complete,
+    has_results,
+    manifest_path,
+    merge,
+    read_entries,
+    remove_shards,
+    shard_path,
+)
 from .methods import get_method, make_config
+from .progress import GenerateResult, OverallProgress, ProcessLog
+from .resume import check_compatible, read_config
+from .sharding import Job, make_batches, plan_jobs, shard_units, work_units
+from .signals import graceful_stop
 
 log = logging.getLogger("minority")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+__all__ = ["DTYPES", "GenerateConfig", "GenerateResult", "GenerationInterrupted", "generate", "generate_to_folder",
+           "image_name", "preflight", "resolve_device", "run_generate", "save_token_embeds"]
+
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Everything that defines a ``minority generate`` run (written as ``config.json``)."""
+    """Everything that defines a ``minority generate`` run (written as ``config.json``).
+
+    Per-item overrides (from a JSON Lines prompts file) are tuples aligned with the items (``prompts``, or
+    ``class_labels`` for pixel-space models), empty when unused: ``prompt_seeds`` (that item's one seed, or
+    None = ``seeds``), ``negative_prompts`` (None = ``negative_prompt``), ``prompt_meta`` (extra manifest fields).
+    ``resume`` continues the run in ``out`` (the earlier ``config.json`` must match); ``prompts_source``
+    records where the prompts came from (not compared on resume).
+    """
 
     prompts: tuple[str, ...]
     model: str | None = None
@@ -44,8 +79,14 @@ class GenerateConfig:
     overwrite: bool = False
     params: dict = field(default_factory=dict)
     class_labels: tuple = ()
+    resume: bool = False
+    prompt_seeds: tuple = ()
+    negative_prompts: tuple = ()
+    prompt_meta: tuple = ()
+    prompts_source: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Check the settings that need no model (raises :class:`MinorityError`)."""
         if any(not p.strip() for p in self.prompts):
             raise MinorityError("A prompt is empty: remove it, or use --guidance 1 with a blank prompt on purpose.")
         if self.steps is not None and self.steps < 1:
@@ -56,31 +97,19 @@ class GenerateConfig:
             raise MinorityError(f"--batch-size must be >= 1 (got {self.batch_size}).")
         if self.dtype not in DTYPES:
             raise MinorityError(f"--dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}).")
+        if self.resume and self.overwrite:
+            raise MinorityError("--resume continues the run in --out and --overwrite replaces it: pass only one.")
+        n_items = len(self.prompts) or len(self.class_labels)
+        for name in ("prompt_seeds", "negative_prompts", "prompt_meta"):
+            if getattr(self, name) and len(getattr(self, name)) != n_items:
+                raise MinorityError(f"{name} has {len(getattr(self, name))} entries for {n_items} prompts: give one per prompt.")
         m = get_method(self.method)
         make_config(m, self.params)  # unknown parameter names / bad choices fail before any work
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; checks that an explicit CUDA device exists."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MinorityError(f"--device {device} asked for CUDA, but no CUDA device is available: use --device cpu.")
-    return device
-
-
 def image_name(prompt_index: int, seed: int) -> str:
+    """``<prompt_index:05d>_<seed:06d>.png``."""
     return f"{prompt_index:05d}_{seed:06d}.png"
-
-
-def _batches(jobs: list[tuple[int, int]], batch_size: int, whole_groups: bool) -> list[list[tuple[int, int]]]:
-    """Chunk (prompt_index, seed) jobs; with ``whole_groups`` a batch never splits or mixes prompts."""
-    if not whole_groups:
-        return [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
-    groups: dict[int, list] = {}
-    for j in jobs:
-        groups.setdefault(j[0], []).append(j)
-    return list(groups.values())
 
 
 def save_token_embeds(extra: dict, path: Path) -> None:
@@ -88,21 +117,254 @@ def save_token_embeds(extra: dict, path: Path) -> None:
     from safetensors.torch import save
 
     meta = {"placeholder": extra["placeholder"], "format": "textual-inversion", "producer": "minority"}
-    from .io import atomic_write_bytes
-
     atomic_write_bytes(path, save(extra["token_embeds"], metadata=meta))
 
 
-def _call(pipe, cfg: GenerateConfig, items: list, batch: list[tuple[int, int]]):
-    """One pipeline call for a batch of (item index, seed) jobs (items: prompts or class labels)."""
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """The resolved run: items, jobs and the settings that define every image."""
+
+    items: list
+    pixel: bool
+    whole_groups: bool
+    jobs: list[Job]
+    resolved: dict
+    default_negative: str | None
+
+    def rel(self, job: Job) -> str:
+        """``images/<index>_<seed>.png`` (pixel models: the class label replaces the index, as before)."""
+        label = self.items[job.prompt_index]
+        if self.pixel and label is not None:
+            return f"images/{image_name(label, job.seed)}"
+        return f"images/{image_name(job.prompt_index, job.seed)}"
+
+
+def _negative(cfg: GenerateConfig, plan: _Plan, job: Job) -> str | None:
+    """The negative prompt of a job: its prompt's own, else the run's, else the method's default (or None)."""
+    own = cfg.negative_prompts[job.prompt_index] if cfg.negative_prompts else None
+    return own if own is not None else plan.default_negative
+
+
+def _plan(cfg: GenerateConfig, pipe) -> _Plan:
+    """Items, jobs and resolved settings; validates the inputs against the loaded model (no files touched)."""
     from .pixel import PixelPipeline
 
-    common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seeds=[s for _, s in batch],
+    method = get_method(cfg.method)
+    pixel = isinstance(pipe, PixelPipeline)
+    if pixel:
+        if cfg.prompts:
+            raise MinorityError("This is a pixel-space model: it takes --class-label values, not prompts.")
+        items: list = list(cfg.class_labels) or [None]
+        pipe.labels_tensor(items)
+    else:
+        if cfg.class_labels:
+            raise MinorityError("--class-label is for pixel-space models; text-to-image models take prompts.")
+        if not cfg.prompts:
+            raise MinorityError("No prompt given: pass prompts as arguments or with --prompts-file.")
+        items = list(cfg.prompts)
+    whole = bool(getattr(method, "whole_prompt_batches", False))
+    jobs = plan_jobs(len(items), cfg.seeds, cfg.prompt_seeds)
+    first_batch = work_units(jobs, True)[0] if whole else jobs[: cfg.batch_size]
+    first = [items[j.prompt_index] for j in first_batch]
+    if pixel:
+        m, mcfg, _, steps, guidance, _, _ = pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.method, dict(cfg.params))
+        size = {}
+    else:
+        m, mcfg, steps, guidance, height, width = pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.height,
+                                                                      cfg.width, cfg.method, dict(cfg.params))
+        size = {"height": height, "width": width}
+    params = mcfg.to_dict()
+    if hasattr(mcfg, "resolved"):
+        params.update(mcfg.resolved(pipe.components.family))
+    plan = _Plan(items=items, pixel=pixel, whole_groups=whole, jobs=jobs,
+                 resolved={"params": params, "steps": steps, "guidance": guidance, **size},
+                 default_negative=None if pixel else (cfg.negative_prompt or m.default_negative_prompt))
+    names = [plan.rel(j) for j in jobs]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise MinorityError(f"Two images would both be written to {dup}: each (class label, seed) pair must appear once.")
+    return plan
+
+
+def _call(pipe, cfg: GenerateConfig, plan: _Plan, batch: list[Job]):
+    """One pipeline call for a batch of jobs (items: prompts or class labels)."""
+    common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seeds=[j.seed for j in batch],
                   method=cfg.method, output_type="pil", **cfg.params)
-    if isinstance(pipe, PixelPipeline):
-        return pipe(class_labels=[items[i] for i, _ in batch], **common)
-    return pipe([items[i] for i, _ in batch], negative_prompt=cfg.negative_prompt, height=cfg.height,
+    if plan.pixel:
+        return pipe(class_labels=[plan.items[j.prompt_index] for j in batch], **common)
+    negs = [_negative(cfg, plan, j) for j in batch]
+    negative = negs if cfg.negative_prompts and negs[0] is not None else cfg.negative_prompt
+    return pipe([plan.items[j.prompt_index] for j in batch], negative_prompt=negative, height=cfg.height,
                 width=cfg.width, **common)
+
+
+def _entry(cfg: GenerateConfig, plan: _Plan, job: Job, settings: dict, seconds: float) -> dict:
+    item = plan.items[job.prompt_index]
+    meta = dict(cfg.prompt_meta[job.prompt_index]) if cfg.prompt_meta else {}
+    st = settings
+    return {
+        "file": plan.rel(job), "prompt": None if plan.pixel else item, "prompt_index": job.prompt_index,
+        "seed": job.seed, **({"class_label": item} if plan.pixel else {}), **meta, "method": st["method"],
+        "model": st["model"], "family": st["family"], "steps": st["steps"], "guidance": st["guidance"],
+        "negative_prompt": st["negative_prompt"] if plan.pixel else _negative(cfg, plan, job),
+        "height": st["height"], "width": st["width"], **st["params"], "seconds": round(seconds, 4),
+    }
+
+
+def _write_outputs(out: Path, manifest: Path, cfg: GenerateConfig, plan: _Plan, batch: list[Job], res,
+                   seconds: float) -> None:
+    """Image (and token) files first, renamed into place; then the manifest line, flushed to disk."""
+    for k, (job, img) in enumerate(zip(batch, res.images)):
+        entry = _entry(cfg, plan, job, res.settings, seconds)
+        save_image_atomic(img, out / entry["file"])
+        if res.trajectories and res.trajectories[k]:
+            entry["trajectory"] = res.trajectories[k]
+        if res.extras and res.extras[k].get("token_embeds"):
+            token_rel = entry["file"][: -len(".png")] + ".safetensors"
+            save_token_embeds(res.extras[k], out / token_rel)
+            entry["token_file"], entry["placeholder"] = token_rel, res.extras[k]["placeholder"]
+        append_jsonl(manifest, entry)
+
+
+def _complete_entries(out: Path, plan: _Plan) -> dict:
+    """Entries of earlier runs whose files are intact and that belong to this plan (whole prompt groups only,
+    for methods whose images of a prompt are made together)."""
+    jobs = set(plan.jobs)
+    kept = {}
+    for key, e in read_entries(out).items():
+        job = Job(*key)
+        if job in jobs and e.get("file") == plan.rel(job) and entry_complete(out, e) and (
+                plan.pixel or e.get("prompt") == plan.items[job.prompt_index]):
+            kept[job] = e
+    if plan.whole_groups:
+        for unit in work_units(plan.jobs, True):
+            if not all(j in kept for j in unit):
+                for j in unit:
+                    kept.pop(j, None)
+    return kept
+
+
+def _prepare_folder(out: Path, cfg: GenerateConfig, plan: _Plan, config: dict) -> None:
+    """Main process, before any image: remove temporary files, keep only complete entries of an earlier run
+    (``resume``; merged into ``manifest.jsonl``) or none, and write ``config.json``."""
+    (out / "images").mkdir(exist_ok=True)
+    removed = clean_temp_files(out)
+    if removed:
+        log.info("Removed %d temporary file(s) left by an interrupted run.", len(removed))
+    if cfg.resume:
+        kept = _complete_entries(out, plan)
+        merge(out, keep=lambda k, e: Job(*k) in kept)
+    else:
+        manifest_path(out).unlink(missing_ok=True)
+        remove_shards(out)
+    atomic_write_json(out / "config.json", config)
+
+
+class GenerationInterrupted(MinorityError):
+    """The run stopped early (Ctrl-C / SIGTERM); every image written so far is complete."""
+
+
+def preflight(cfg: GenerateConfig, create: bool = True) -> None:
+    """The checks that need no model: settings, the output folder (created when ``create``) and an earlier run
+    in it (which needs ``resume`` or ``overwrite``). Raises :class:`MinorityError`."""
+    cfg.validate()
+    out = Path(cfg.out)
+    if create:
+        ensure_writable_dir(out)
+    if has_results(out) and not (cfg.overwrite or cfg.resume):
+        raise MinorityError(f"{out} already holds a generation (manifest.jsonl): pass --resume to finish it, "
+                            "--overwrite to replace it, or choose another --out.")
+
+
+def _resume_hint(command: str | None) -> str:
+    return command or "call generate(...) again with resume=True"
+
+
+def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
+                       resume_command: str | None = None) -> GenerateResult:
+    """Generate every (prompt, seed) image of ``cfg`` into ``cfg.out`` (this process's share when launched by
+    ``accelerate launch``); returns a :class:`GenerateResult` (main process: totals of all processes).
+
+    Args:
+        cfg: the run.
+        pipe: an already loaded pipeline (default: load ``cfg.model`` on this process's device).
+        progress: draw the overall progress bar (main process).
+        resume_command: the command that finishes an interrupted run (shown in messages).
+    """
+    from .pixel import load_pipeline
+
+    t_start = time.perf_counter()
+    ctx: ProcessContext = process_context(cfg.device)
+    preflight(cfg, create=ctx.is_main)
+    out = Path(cfg.out)
+    if pipe is None:
+        pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=ctx.device,
+                             torch_dtype=DTYPES[cfg.dtype])
+    plan = _plan(cfg, pipe)
+    config = {**dataclasses.asdict(cfg), "model": cfg.model or pipe.components.name, "resolved_device": ctx.device,
+              "resolved": plan.resolved, "processes": ctx.world}
+    if cfg.resume and (old := read_config(out)) is not None:
+        check_compatible(old, config, out)
+    ctx.barrier()
+    if ctx.is_main:
+        _prepare_folder(out, cfg, plan, config)
+    ctx.barrier()
+    complete = {Job(*k) for k in read_entries(out)}  # the consolidated manifest (resume) or nothing
+    done = len(complete)
+    remaining = [j for j in plan.jobs if j not in complete]
+    mine = shard_units(work_units(remaining, plan.whole_groups), ctx.rank, ctx.world)
+    batches = make_batches(mine, cfg.batch_size, plan.whole_groups, key=lambda j: _negative(cfg, plan, j) is None)
+    manifest = manifest_path(out) if ctx.world == 1 else shard_path(out, ctx.rank)
+    plog = ProcessLog(out, ctx.rank)
+    plog(f"start: {sum(len(b) for b in batches)} of {len(remaining)} remaining images ({len(plan.jobs)} in all, "
+         f"{done} complete) in {len(batches)} batches on {ctx.device}, {ctx.world} process(es)")
+    others = [shard_path(out, r) for r in range(1, ctx.world)]
+    bar = OverallProgress(len(plan.jobs), done, others, enabled=progress and ctx.is_main, desc=cfg.method)
+    result = GenerateResult(out=out, total=len(plan.jobs), skipped=done, generated=0, processes=ctx.world,
+                            rank=ctx.rank)
+    hint = _resume_hint(resume_command)
+    try:
+        with graceful_stop(announce=ctx.is_main) as stop:
+            for i, batch in enumerate(batches):
+                if stop.requested:
+                    result.interrupted = True
+                    break
+                t0 = time.perf_counter()
+                res = _call(pipe, cfg, plan, batch)
+                t1 = time.perf_counter()
+                _write_outputs(out, manifest, cfg, plan, batch, res, (t1 - t0) / len(batch))
+                t2 = time.perf_counter()
+                result.generate_seconds += t1 - t0
+                result.write_seconds += t2 - t1
+                result.generated += len(batch)
+                bar.advance(len(batch))
+                plog(f"batch {i + 1}/{len(batches)}: {len(batch)} images in {t1 - t0:.2f} s, written in {t2 - t1:.3f} s")
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except OutputWriteError as err:
+        plog(f"error: {err}")
+        raise OutputWriteError(f"{err} Then finish the run with: {hint}") from err
+    finally:
+        bar.close()
+    if result.interrupted:
+        plog(f"interrupted after {result.generated} images")
+        complete = len(read_entries(out))  # every process's lines so far
+        raise GenerationInterrupted(
+            f"Interrupted: {complete} of {len(plan.jobs)} images are complete in {out}; finish with: {hint}")
+    plog(f"done: {result.generated} images in {result.generate_seconds:.1f} s generating, "
+         f"{result.write_seconds:.2f} s writing")
+    ctx.barrier()
+    if ctx.is_main:
+        wanted = set(plan.jobs)
+        merged = merge(out, keep=lambda k, e: Job(*k) in wanted)
+        result.generated = len(merged) - done
+    ctx.close()
+    result.seconds = time.perf_counter() - t_start
+    if ctx.is_main:
+        log.debug("%s (main process: %.1f s generating, %.2f s writing files)", result.summary(),
+                  result.generate_seconds, result.write_seconds)
+    return result
 
 
 def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
@@ -111,86 +373,17 @@ def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
     Text-to-image models take ``cfg.prompts``; pixel-space models take ``cfg.class_labels`` (empty =
     unconditional) and name images ``<class_label:05d>_<seed:06d>.png``.
     """
-    from .pixel import PixelPipeline, load_pipeline
-
-    cfg.validate()
-    out = ensure_writable_dir(cfg.out)
-    manifest = out / "manifest.jsonl"
-    if read_jsonl(manifest) and not cfg.overwrite:
-        raise MinorityError(f"{out} already holds a generation (manifest.jsonl): choose another --out or pass --overwrite.")
-    if cfg.overwrite:
-        manifest.unlink(missing_ok=True)
-    (out / "images").mkdir(exist_ok=True)
-    device = resolve_device(cfg.device)
-    if pipe is None:
-        pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=device, torch_dtype=DTYPES[cfg.dtype])
-    pixel = isinstance(pipe, PixelPipeline)
-    if pixel:
-        if cfg.prompts:
-            raise MinorityError("This is a pixel-space model: it takes --class-label values, not prompts.")
-        items: list = list(cfg.class_labels) or [None]
-    else:
-        if cfg.class_labels:
-            raise MinorityError("--class-label is for pixel-space models; text-to-image models take prompts.")
-        if not cfg.prompts:
-            raise MinorityError("No prompt given: pass prompts as arguments or with --prompts-file.")
-        items = list(cfg.prompts)
-    method = get_method(cfg.method)
-    atomic_write_json(out / "config.json", {**dataclasses.asdict(cfg), "model": cfg.model or pipe.components.name,
-                                             "resolved_device": device})
-    jobs = [(pi, s) for pi in range(len(items)) for s in cfg.seeds]
-    batches = _batches(jobs, cfg.batch_size, getattr(method, "whole_prompt_batches", False))
-    first = [items[pi] for pi, _ in batches[0]]
-    if pixel:
-        pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.method, dict(cfg.params))
-    else:
-        pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.height, cfg.width, cfg.method, dict(cfg.params))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc=f"{cfg.method}", unit="img")
-    t_start = time.perf_counter()
-    try:
-        for batch in batches:
-            t0 = time.perf_counter()
-            res = _call(pipe, cfg, items, batch)
-            secs = (time.perf_counter() - t0) / len(batch)
-            st = res.settings
-            for k, ((pi, seed), img) in enumerate(zip(batch, res.images)):
-                label = items[pi] if pixel else None
-                rel = f"images/{image_name(label if label is not None else pi, seed) if pixel else image_name(pi, seed)}"
-                save_image_atomic(img, out / rel)
-                entry = {
-                    "file": rel, "prompt": None if pixel else items[pi], "prompt_index": pi, "seed": seed,
-                    **({"class_label": label} if pixel else {}), "method": st["method"],
-                    "model": st["model"], "family": st["family"], "steps": st["steps"], "guidance": st["guidance"],
-                    "negative_prompt": st["negative_prompt"], "height": st["height"], "width": st["width"],
-                    **st["params"], "seconds": round(secs, 4),
-                }
-                if res.trajectories and res.trajectories[k]:
-                    entry["trajectory"] = res.trajectories[k]
-                if res.extras and res.extras[k].get("token_embeds"):
-                    token_rel = rel[: -len(".png")] + ".safetensors"
-                    save_token_embeds(res.extras[k], out / token_rel)
-                    entry["token_file"], entry["placeholder"] = token_rel, res.extras[k]["placeholder"]
-                append_jsonl(manifest, entry)
-                if bar:
-                    bar.update(1)
-    except KeyboardInterrupt:
-        done = len(read_jsonl(manifest))
-        raise MinorityError(f"Interrupted after {done} of {len(jobs)} images; the {done} written in {out} are complete.") from None
-    finally:
-        if bar:
-            bar.close()
-    log.info("Wrote %d images to %s in %.1f s", len(jobs), out, time.perf_counter() - t_start)
-    return out
+    result = generate_to_folder(cfg, pipe=pipe, progress=progress)
+    if result.rank == 0:
+        log.info(result.summary())
+    return result.out
 
 
 def generate(prompts, out: str = "outputs/generate", method: str = "ddim", seeds=(0,), **kwargs) -> Path:
-    """Python API twin of ``minority generate``: same names as the CLI flags (``steps``, ``guidance``, ...);
-    method hyperparameters go in ``params={...}``. Returns the output folder."""
+    """Python API twin of ``minority generate``: same names as the CLI flags (``steps``, ``guidance``,
+    ``resume``, ...); method hyperparameters go in ``params={...}``. Returns the output folder."""
     prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
     pipe = kwargs.pop("pipe", None)
     cfg = GenerateConfig(prompts=prompts, out=str(out), method=method, seeds=tuple(int(s) for s in seeds), **kwargs)
     return run_generate(cfg, pipe=pipe, progress=False)
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -10,9 +11,14 @@ from pathlib import Path
 from .errors import MinorityError
 
 
-def _io_error(path: Path, err: OSError) -> MinorityError:
-    reason = {28: "the disk is full", 13: "permission denied", 30: "the file system is read-only"}.get(err.errno, err.strerror)
-    return MinorityError(f"Cannot write {path}: {reason}. Free space or choose another --out; files already written are intact.")
+class OutputWriteError(MinorityError):
+    """A file could not be written (disk full, permission denied, ...); files written before are intact."""
+
+
+def _io_error(path: Path, err: OSError) -> OutputWriteError:
+    reason = {28: "the disk is full", 13: "permission denied", 30: "the file system is read-only"}.get(
+        err.errno, err.strerror or str(err))
+    return OutputWriteError(f"Cannot write {path}: {reason}. Free space or choose another --out; files already written are intact.")
 
 
 def ensure_writable_dir(path: str | Path) -> Path:
@@ -38,11 +44,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise _io_error(path, err) from err
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
@@ -66,6 +74,23 @@ def append_jsonl(path: str | Path, obj: dict) -> None:
             os.fsync(f.fileno())
     except OSError as err:
         raise _io_error(path, err) from err
+
+
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    """``rows`` as JSON-lines bytes (one compact object per line)."""
+    return "".join(json.dumps(r, default=str) + "\n" for r in rows).encode("utf-8")
+
+
+def image_file_ok(path: str | Path) -> bool:
+    """True when ``path`` is an image file that reads back intact (a truncated or corrupt file is False)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()  # walks every chunk and checks the checksums, without decoding the pixels
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "redo this image"
+        return False
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
