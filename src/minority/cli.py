@@ -21,10 +21,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if not action.option_strings:
-            return text
-        if "(default" in text.replace("%(default)s", ""):
-            return text.replace(" (default: %(default)s)", "")
+        if not action.option_strings or "%(default)" in text or "(default" in text:
+            return text  # positional, or the help states its default itself
         if action.default is None and "default" not in text and action.option_strings:
             return text + " (default: none)"
         return super()._get_help_string(action)

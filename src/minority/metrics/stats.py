@@ -47,4 +47,6 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if p <= 0 else max(0.0, centre - half)  # exact bounds at 0 and 1 (no rounding residue)
+    hi = 1.0 if p >= 1 else min(1.0, centre + half)
+    return (lo, hi)
