@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.minority-installed
 OUT ?= outputs/run
 
-.PHONY: setup run test test-all lint clean
+.PHONY: setup run test test-slow test-all lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
