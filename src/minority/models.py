@@ -136,6 +136,7 @@ class Components:
     force_zeros_for_empty_prompt: bool = False
     source: str = ""
     null_class_label: int | None = None
+    model_defaults: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -159,7 +160,9 @@ class Components:
 
     @property
     def defaults(self) -> dict:
-        return dict(FAMILY_DEFAULTS[self.family])
+        """Sampling defaults: the family's (SD 50 steps / w 7.5, Lightning 4 / 1, ...), overridden by the
+        model folder's ``minority_defaults`` in ``model_index.json`` (the embedded models declare theirs)."""
+        return {**FAMILY_DEFAULTS[self.family], **self.model_defaults}
 
     def denoiser(self) -> Denoiser:
         s = self.scheduler
@@ -362,6 +365,7 @@ def load_components(
     comps = Components(
         family=family, unet=unet, scheduler=scheduler, vae=vae, tokenizers=tokenizers, text_encoders=encoders,
         name=model, force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", xl)), source=kind,
+        model_defaults=dict(index.get("minority_defaults", {})) if not lightning_unet else {},
     )
     return comps.to(device=device, dtype=dtype).freeze()
 
