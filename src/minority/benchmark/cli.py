@@ -7,22 +7,11 @@ parsed arguments.
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import MinorityError
+from ..metrics.cli import key_value as _key_value  # noqa: E402  (one KEY=VALUE parser for every command)
 from .config import BenchmarkConfig
 from .protocols import PROTOCOLS
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

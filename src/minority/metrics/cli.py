@@ -14,10 +14,11 @@ from ..errors import MinorityError
 from .evaluate import DEFAULT_METRICS, DEFAULT_SETTINGS, METRICS, evaluate, format_table, output_paths
 
 
-def _setting(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type for ``KEY=VALUE`` options: the value is parsed as JSON when it can be, else kept as text."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
@@ -56,7 +57,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                              "(default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true", default=False,
                         help="do not read or write the feature cache (default: %(default)s)")
-    parser.add_argument("--set", dest="settings", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="settings", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                         help="other settings, repeatable: "
                              + ", ".join(f"{k}={v}" for k, v in DEFAULT_SETTINGS.items()
                                          if k not in ("weights", "cache", "cache_dir", "progress", "likelihood_fn"))
