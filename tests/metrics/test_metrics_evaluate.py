@@ -161,3 +161,37 @@ def test_likelihood_of_a_tiny_latent_model_from_the_manifest(tmp_path, imgs):
     res = evaluate(gen, metrics="likelihood", likelihood_rtol=1e-3, likelihood_atol=1e-3, progress=False)
     lik = res["metrics"]["likelihood"]
     assert lik["space"] == "latent" and lik["bins"] is None and lik["n"] == 2 and np.isfinite(lik["value"])
+
+
+def test_minority_score_metric_matches_the_score_function(tiny_sd_dir, tmp_path):
+    """`minority-score` in evaluate equals minority.sgms.minority_score on the same latents and seeds."""
+    import torch
+
+    from minority.generate import GenerateConfig, run_generate
+    from minority.metrics import evaluate
+    from minority.pixel import load_pipeline
+    from minority.sgms import l2_distance, minority_score
+
+    out = run_generate(GenerateConfig(prompts=("a bag",), model=str(tiny_sd_dir), seeds=(0, 1), steps=2,
+                                      out=str(tmp_path / "g")), progress=False)
+    evaluate(out, metrics=["minority-score"], out=tmp_path / "metrics.json", minority_score_mc=2)
+    import json
+
+    entry = json.loads((tmp_path / "metrics.json").read_text())
+    entry = entry["metrics"]["minority-score"] if "metrics" in entry else entry["minority-score"]
+    pipe = load_pipeline(str(tiny_sd_dir))
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(out / "images" / "00000_000001.png").convert("RGB"))
+    a = torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255.0
+    x = pipe.components.encode_images(a)
+    cond, _ = pipe.prepare(["a bag"], None, 1.0, "ddim", 16, 16)
+    ref = minority_score(pipe.denoiser, x, cond, [torch.Generator().manual_seed(1)], perturb=0.8,
+                         distance=l2_distance, mc_samples=2)
+    assert entry["model"] == str(tiny_sd_dir) and entry["distance"] == "l2"
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
+    got = [float(r["minority_score"]) for r in rows if r["file"].endswith("00000_000001.png")]
+    assert got and abs(got[0] - float(ref[0])) < 1e-4 * max(1.0, float(ref[0]))

@@ -63,6 +63,8 @@ METRICS: dict[str, MetricInfo] = {
     "alignment": MetricInfo("share of images classified as the prompt's class", needs_prompts=True),
     "ibs": MetricInfo("in-batch cosine similarity per prompt group", needs_prompts=True, higher_is_better=False),
     "likelihood": MetricInfo("PF-ODE bits/dim under the model", higher_is_better=None),
+    "minority-score": MetricInfo("reconstruction-loss minority score under the model (Um & Ye 2023)",
+                                 higher_is_better=None),
 }
 DEFAULT_METRICS: tuple[str, ...] = ("precision", "recall", "density", "coverage", "fd")
 FEATURE_METRICS = ("precision", "recall", "density", "coverage", "fd", "sfid", "kid", "avgknn", "lof", "rarity")
@@ -85,6 +87,10 @@ DEFAULT_SETTINGS: dict = {
     "classifier": "fashion-classifier",
     "classifier_weights": None,
     "imagereward_weights": None,
+    "minority_score_model": None,
+    "minority_score_perturb": 0.8,
+    "minority_score_mc": 4,
+    "minority_score_distance": None,
     "likelihood_fn": None,
     "likelihood_model": None,
     "likelihood_probes": 1,
@@ -121,7 +127,7 @@ def _check_settings(settings: dict) -> dict:
         raise MinorityError(f"unknown evaluate setting(s) {', '.join(unknown)}: valid are {', '.join(DEFAULT_SETTINGS)}")
     s = {**DEFAULT_SETTINGS, **settings}
     for key in ("pr_k", "dc_k", "avgknn_k", "lof_k", "rarity_k", "minority_k", "kid_subsets", "kid_subset_size",
-                "likelihood_probes"):
+                "likelihood_probes", "minority_score_mc"):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
             raise MinorityError(f"setting {key} must be a positive integer, got {s[key]!r}")
     return s
@@ -224,6 +230,8 @@ def evaluate(
         per_image["imagereward"] = _imagereward(run, gen)
     if "likelihood" in names:
         per_image["likelihood_bpd"], extra["likelihood"] = _likelihood(run, gen)
+    if "minority-score" in names:
+        per_image["minority_score"], extra["minority-score"] = _minority_score(run, gen)
 
     # 2. features
     feats: dict[str, dict] = {}
@@ -284,7 +292,7 @@ def evaluate(
         results["ibs"] = _summary_entry(vals, value=ibs.mean)
         results["ibs"]["groups"] = len(vals)
         results["ibs"]["per_group"] = {str(k): {"ibs": v, "images": n} for k, (v, n) in ibs.per_group.items()}
-    for name in ("imagereward", "likelihood_bpd"):
+    for name in ("imagereward", "likelihood_bpd", "minority_score"):
         if name in per_image and len(per_image[name]) == len(gen):
             per_image[name] = per_image[name][idx]
     for name in ("clipscore", "pickscore", "imagereward", "alignment"):
@@ -292,6 +300,8 @@ def evaluate(
             results[name] = _summary_entry(per_image[name])
     if "likelihood" in names:
         results["likelihood"] = {**_summary_entry(per_image["likelihood_bpd"]), "unit": "bits/dim", **extra["likelihood"]}
+    if "minority-score" in names:
+        results["minority-score"] = {**_summary_entry(per_image["minority_score"]), **extra["minority-score"]}
 
     result = _report(gen, names, results, per_image, idx, valid, run, main, reference, s, extra,
                      dict(device=str(device), batch_size=batch_size, skip_bad=skip_bad))
@@ -442,6 +452,48 @@ def _likelihood(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
             gens = [torch.Generator("cpu").manual_seed(int(gen.meta[i].get("seed", i))) for i in ids]
             vals[ids] = fn(x, gens, [gen.meta[i] for i in ids]).detach().double().cpu().numpy()
     return vals, info
+
+
+def _minority_score(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
+    """Per-image minority score (:func:`minority.sgms.minority_score`) under ``minority_score_model`` or the
+    manifest's model; each image's draws come from a generator seeded with its seed."""
+    from ..conditioning import Conditioning
+    from ..pixel import PixelPipeline, load_pipeline
+    from ..sgms import get_distance, minority_score
+
+    s = run.s
+    model = s["minority_score_model"] or next((m.get("model") for m in gen.meta if m.get("model")), None)
+    if model is None:
+        raise MinorityError("minority-score needs a model: --set minority_score_model=ID_OR_DIR, or evaluate a "
+                            "generation folder whose manifest names its model")
+    pipe = load_pipeline(str(model), device=run.device)
+    c = pipe.components
+    pixel = isinstance(pipe, PixelPipeline)
+    dname = s["minority_score_distance"] or ("enet-lpips" if pixel else "l2")
+    dist = get_distance(dname, latent=not pixel)
+    vals = np.full(len(gen), np.nan)
+    for start in range(0, len(gen), run.batch_size):
+        ok, arrays = run.load_images(gen, range(start, min(len(gen), start + run.batch_size)))
+        for j, i in enumerate(ok):
+            a = torch.from_numpy(np.array(arrays[j])).permute(2, 0, 1).float()[None] / 255.0  # (1, 3, H, W) in [0, 1]
+            row = gen.meta[i]
+            size = int(c.unet.config.sample_size) * c.vae_scale_factor
+            a = torch.nn.functional.interpolate(a, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+            if pixel:
+                x = a * 2 - 1
+                if int(c.unet.config.in_channels) == 1:
+                    x = x.mean(1, keepdim=True)
+                labels = pipe.labels_tensor([row.get("class_label")]) if pipe.num_classes else None
+                cond = Conditioning(class_labels=labels)
+            else:
+                with torch.no_grad():
+                    x = c.encode_images(a.to(c.device))
+                cond, _ = pipe.prepare([str(row.get("prompt") or "")], None, 1.0, "ddim", size, size)
+            g = [torch.Generator("cpu").manual_seed(int(row.get("seed", i)))]
+            vals[i] = float(minority_score(pipe.denoiser, x.to(c.device), cond, g, perturb=s["minority_score_perturb"],
+                                           distance=dist, mc_samples=s["minority_score_mc"])[0])
+    return vals, {"model": str(model), "distance": dname, "perturb": s["minority_score_perturb"],
+                  "mc_samples": s["minority_score_mc"]}
 
 
 def _pipeline_likelihood_fn(model: str, run: _Run, likelihood_for_pipeline):
