@@ -371,3 +371,23 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
         canvas[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = x[i]
     Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
     return Path(path)
+
+
+def start_training(config, run_dir: str | Path, *, data_dir: str | Path | None, device: str, resume: bool,
+                   checkpoint_minutes: float, max_minutes: float | None, log_every: int, export_only: bool):
+    """Shared prologue of the diffusion trainings: device, seed, Fashion-MNIST train split as model input
+    ``(N, 1, 32, 32)`` in [-1, 1] with labels ``(N,)`` (cut to ``config.train_limit``), and the resumable run.
+
+    Returns ``(device, data, x_train, y_train, run)``.
+    """
+    from ..data import load_fashion_mnist, to_model_input
+
+    dev = select_device(device)
+    torch.manual_seed(config.seed)
+    data = load_fashion_mnist(data_dir)
+    x_train, y_train = to_model_input(data.train_images), data.train_labels
+    if config.train_limit:
+        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
+    run = Run(run_dir, config, resume=resume, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes,
+              log_every=log_every, export_only=export_only)
+    return dev, data, x_train, y_train, run

@@ -16,8 +16,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import load_fashion_mnist, to_model_input
-from .common import EMA, Run, batch_indices, random_shift_flip, save_grid, select_device, warmup_cosine
+from .common import (
+    EMA,
+    batch_indices,
+    random_shift_flip,
+    save_grid,
+    start_training,
+    warmup_cosine,
+)
 from .diffusion_losses import PosteriorTerms
 from .provenance import data_fingerprint, write_provenance
 
@@ -137,14 +143,9 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
     """
     from diffusers import DDPMPipeline
 
-    dev = select_device(device)
-    torch.manual_seed(config.seed)
-    data = load_fashion_mnist(data_dir)
-    x_train, y_train = to_model_input(data.train_images), data.train_labels
-    if config.train_limit:
-        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
-    run = Run(run_dir, config, resume=resume, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes,
-              log_every=log_every, export_only=export_only)
+    dev, data, x_train, y_train, run = start_training(
+        config, run_dir, data_dir=data_dir, device=device, resume=resume, checkpoint_minutes=checkpoint_minutes,
+        max_minutes=max_minutes, log_every=log_every, export_only=export_only)
     unet = run.add_module("unet", build_ddpm_unet(config).to(dev))
     scheduler = build_ddpm_scheduler(config)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)

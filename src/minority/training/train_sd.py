@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..data import class_prompts, load_fashion_mnist, make_captions, to_model_input
-from .common import EMA, Run, batch_indices, save_grid, select_device, warmup_cosine
+from ..data import class_prompts, make_captions, to_model_input
+from .common import EMA, batch_indices, save_grid, start_training, warmup_cosine
 from .provenance import data_fingerprint, write_provenance
 from .sd_models import (
     SDArchConfig,
@@ -156,14 +156,9 @@ def train_sd(config: SDTrainConfig, run_dir: str | Path, *, data_dir: str | Path
     """
     from ..clip_vocab import load_clip_tokenizer
 
-    dev = select_device(device)
-    torch.manual_seed(config.seed)
-    data = load_fashion_mnist(data_dir)
-    x_train, y_train = to_model_input(data.train_images), data.train_labels
-    if config.train_limit:
-        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
-    run = Run(run_dir, config, resume=resume, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes,
-              log_every=log_every, export_only=export_only)
+    dev, data, x_train, y_train, run = start_training(
+        config, run_dir, data_dir=data_dir, device=device, resume=resume, checkpoint_minutes=checkpoint_minutes,
+        max_minutes=max_minutes, log_every=log_every, export_only=export_only)
     tokenizer = load_clip_tokenizer(run.dir / "tokenizer")
     arch = config.arch
     vae = run.add_module("vae", build_vae(arch).to(dev))
