@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import MinorityError
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_evaluate(args)
     except MinorityError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_train(args)
     except MinorityError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
