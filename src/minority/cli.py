@@ -340,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "add_evaluate_arguments", "run_evaluate")
     _add_optional(sub, "minority.training.cli", "train", "train an embedded model from scratch",
                   "add_train_arguments", "run_train")
+    _add_optional(sub, "minority.training.quality", "quality", "measure an embedded model against its quality bars",
+                  "add_quality_arguments", "run_quality_command")
     _add_optional(sub, "minority.benchmark.cli", "benchmark", "re-run the papers' tables and performance protocols",
                   "add_benchmark_arguments", "run_benchmark")
     _add_optional(sub, "minority.report", "report", "one self-contained HTML page from benchmark/generate outputs",
