@@ -299,3 +299,19 @@ def test_cli_pixel_generate_and_score(classes_dir, tmp_path, capsys):
     assert len(table) == 4 and sorted(int(r["rank"]) for r in table) == [1, 2, 3, 4]
     code = main(["generate", "a prompt", "--model", str(classes_dir), "--out", str(tmp_path / "h")])
     assert code == 2 and "class-label" in capsys.readouterr().err
+
+
+def test_model_folder_sampling_defaults(tmp_path):
+    """``minority_defaults`` in a pixel model's model_index.json set steps and the class-conditional guidance;
+    unconditional (null-class) sampling keeps guidance 1."""
+    import json
+
+    folder = _pixel_folder(tmp_path / "px", learned=False, classes=4, null=3)
+    idx = json.loads((folder / "model_index.json").read_text())
+    idx["minority_defaults"] = {"steps": 4, "guidance": 2.5}
+    (folder / "model_index.json").write_text(json.dumps(idx))
+    pipe = PixelPipeline.from_pretrained(str(folder))
+    out = pipe(class_labels=[1, 2], output_type="latent")
+    assert out.settings["steps"] == 4 and out.settings["guidance"] == 2.5
+    assert pipe(class_labels=[None], output_type="latent").settings["guidance"] == 1.0
+    assert pipe(class_labels=[1], guidance_scale=1.0, output_type="latent").settings["guidance"] == 1.0

@@ -401,7 +401,8 @@ def _load_pixel(location: str, name: str, device, dtype, flat: bool = False, ind
         raise MinorityError(f"Could not load a pixel-space UNet2DModel from {location!r}: {str(err).splitlines()[0]}") from err
     null = (index or {}).get("null_class_label")
     comps = Components(family="pixel", unet=unet, scheduler=scheduler, name=name, source="folder",
-                       null_class_label=None if null is None else int(null))
+                       null_class_label=None if null is None else int(null),
+                       model_defaults=dict((index or {}).get("minority_defaults", {})))
     return comps.to(device=device, dtype=dtype).freeze()
 
 

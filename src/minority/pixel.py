@@ -72,7 +72,9 @@ class PixelPipeline:
         steps = int(num_inference_steps if num_inference_steps is not None else c.defaults["steps"])
         if steps < 1:
             raise MinorityError(f"steps must be >= 1 (got {steps}).")
-        guidance = float(1.0 if guidance_scale is None else guidance_scale)
+        conditional = any(lab is not None and lab != c.null_class_label for lab in class_labels)
+        default_w = c.defaults["guidance"] if conditional and c.null_class_label is not None else 1.0
+        guidance = float(default_w if guidance_scale is None else guidance_scale)
         if guidance < 0:
             raise MinorityError(f"guidance must be >= 0 (got {guidance}).")
         labels = self.labels_tensor(class_labels)
@@ -108,7 +110,8 @@ class PixelPipeline:
                 or None (unconditional) with ``num_images``.
             num_images: batch size when ``class_labels`` is None or a single int.
             num_inference_steps: steps (default 250; 1000 = the full DDPM chain).
-            guidance_scale: CFG over the null class (1 = none).
+            guidance_scale: CFG over the null class (1 = none; default: the model folder's ``minority_defaults``
+                guidance for class-conditional sampling, else 1).
             generator / seeds: one per image (SPEC §3.4).
             method: ``ancestral``, ``ddim`` or ``sgms`` (SGMS flags as keyword arguments).
         """
