@@ -63,7 +63,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                              "ibs_features=dino-vitb8)")
     parser.add_argument("--device", default="auto", metavar="D", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--batch-size", type=int, default=4, metavar="B",
-                        help="perf: images per timed pipeline call")
+                        help="images per pipeline call (generation batches; perf: per timed call); larger is faster "
+                             "for the small embedded models on CPU")
     parser.add_argument("--max-batch", type=int, default=64, metavar="B",
                         help="perf on CUDA: largest batch tried for the images/s measurement")
     parser.add_argument("--threads", type=int, default=0, metavar="N",

@@ -162,7 +162,7 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
     params = plan.arm_params(arm)
     gcfg = GenerateConfig(prompts=tuple(prompts), model=model, method=arm.method, seeds=tuple(plan.seeds),
                           steps=plan.steps, guidance=cfg.guidance, out=str(run_dir), overwrite=True, params=params,
-                          class_labels=tuple(labels))
+                          class_labels=tuple(labels), batch_size=cfg.batch_size)
     t0 = time.perf_counter()
     reuse = cfg.resume and _same_generation(run_dir, gcfg, expected)
     if reuse:
@@ -188,7 +188,7 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
     arm_details[arm.name] = {
         "folder": str(run_dir), "params": params, "generate_seconds": round(t_gen, 3), "evaluate_seconds": round(t_eval, 3),
         "generate_command": generate_command(model, arm.method, params, prompts, labels, plan.seeds, plan.steps,
-                                             cfg.guidance, device, 4, str(run_dir)),
+                                             cfg.guidance, device, cfg.batch_size, str(run_dir)),
         "evaluate_commands": eval_cmds,
     }
     return row
