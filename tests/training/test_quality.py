@@ -54,3 +54,8 @@ def test_quality_cli_rejects_too_few_seeds(tmp_path, capsys):
     assert main(["quality", "tiny-random-sd", "--seeds", "1", "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0]
+
+
+def test_quality_cli_rejects_bad_real_sizes(tmp_path, capsys):
+    assert main(["quality", "tiny-random-sd", "--real-sizes", "10,x", "--out", str(tmp_path / "q")]) == 2
+    assert "--real-sizes" in capsys.readouterr().err

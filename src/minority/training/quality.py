@@ -186,14 +186,26 @@ def add_quality_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--method", default=None, help="sampler (default: ddim, or ancestral for pixel models)")
     p.add_argument("--batch-size", type=int, default=20, help="images per forward batch")
+    p.add_argument("--real-sizes", default=None, metavar="N[,N...]",
+                   help="numbers of real training images compared with the test set (default: the sample count "
+                        "and 10000)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST idx files (default: Debian's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 def run_quality_command(args: argparse.Namespace) -> int:
     out = args.out or f"outputs/quality/{Path(str(args.model)).name}"
+    sizes = None
+    if args.real_sizes:
+        try:
+            sizes = tuple(int(v) for v in str(args.real_sizes).split(","))
+        except ValueError:
+            sizes = (0,)
+        if any(v < 2 for v in sizes):
+            raise MinorityError(f"--real-sizes {args.real_sizes}: give integers >= 2 separated by commas, e.g. 200,5000")
     r = measure_quality(args.model, out, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                        method=args.method, batch_size=args.batch_size, data_dir=args.data_dir, device=args.device)
+                        method=args.method, batch_size=args.batch_size, train_images=sizes, data_dir=args.data_dir,
+                        device=args.device)
     print(format_quality(r))
     print(f"Wrote {out}/quality.json, quality.md and samples.png")
     return 0
