@@ -50,6 +50,7 @@ def test_sd_folder_loads_like_sd15(trained):
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert index["safety_checker"] == [None, None] and index["feature_extractor"] == [None, None]
+    assert index["minority_defaults"] == {"guidance": 3.0}  # the sampling default the model was evaluated at
     pipe = StableDiffusionPipeline.from_pretrained(str(folder))
     assert isinstance(pipe.scheduler, DDIMScheduler)
     cfg = pipe.scheduler.config
@@ -161,5 +162,6 @@ def test_exports_load_with_the_generic_loader(trained):
     assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
     px = PixelPipeline.from_pretrained(str(_export(trained, "fashion-ddpm")))
     assert px.components.null_class_label == 10
+    assert sd.components.defaults["guidance"] == 3.0 and px.components.defaults["guidance"] == 1.0
     out = px(class_labels=[3, None], num_inference_steps=2, guidance_scale=2.0, output_type="np").images
     assert out.shape == (2, 32, 32, 1) and np.isfinite(out).all()

@@ -391,3 +391,14 @@ def start_training(config, run_dir: str | Path, *, data_dir: str | Path | None, 
     run = Run(run_dir, config, resume=resume, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes,
               log_every=log_every, export_only=export_only)
     return dev, data, x_train, y_train, run
+
+
+def update_model_index(folder: str | Path, **entries) -> None:
+    """Add ``entries`` (e.g. ``minority_defaults={"guidance": 3.0}``, ``null_class_label=10``) to the exported
+    folder's ``model_index.json``: how :func:`minority.models.load_components` learns a model's own defaults."""
+    import json
+
+    path = Path(folder) / "model_index.json"
+    index = json.loads(path.read_text())
+    index.update(entries)
+    path.write_text(json.dumps(index, indent=2) + "\n")

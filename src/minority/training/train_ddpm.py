@@ -8,7 +8,6 @@ a diffusers ``DDPMPipeline`` folder (``unet/`` + ``scheduler/``).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from .common import (
     random_shift_flip,
     save_grid,
     start_training,
+    update_model_index,
     warmup_cosine,
 )
 from .diffusion_losses import PosteriorTerms
@@ -54,6 +54,7 @@ class DDPMTrainConfig:
     train_limit: int | None = None
     eval_images_per_class: int = 10
     eval_steps: int = 100
+    eval_guidance: float = 1.0  # the exported folder's default guidance for class-conditional sampling
 
 
 def tiny_config(seed: int = 0) -> DDPMTrainConfig:
@@ -206,10 +207,8 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
 
     DDPMPipeline(unet=copy.deepcopy(unet).to("cpu", torch.float16), scheduler=scheduler).save_pretrained(
         str(out), safe_serialization=True)
-    index_path = out / "model_index.json"  # lets minority sample unconditionally / with CFG via the null class
-    index = json.loads(index_path.read_text())
-    index["null_class_label"] = NULL_CLASS
-    index_path.write_text(json.dumps(index, indent=2))
+    # the null class lets minority sample unconditionally and with CFG
+    update_model_index(out, null_class_label=NULL_CLASS, minority_defaults={"guidance": config.eval_guidance})
     metrics: dict[str, float | int] = {"final_loss": run.state["history"]["unet"][-1][1]}
     align = ddpm_alignment(unet, build_ddpm_scheduler(config), config.eval_images_per_class, config.eval_steps,
                            config.seed, grid_path=run.dir / "samples.png")

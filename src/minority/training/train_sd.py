@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..data import class_prompts, make_captions, to_model_input
-from .common import EMA, batch_indices, save_grid, start_training, warmup_cosine
+from .common import EMA, batch_indices, save_grid, start_training, update_model_index, warmup_cosine
 from .provenance import data_fingerprint, write_provenance
 from .sd_models import (
     SDArchConfig,
@@ -263,6 +263,7 @@ def train_sd(config: SDTrainConfig, run_dir: str | Path, *, data_dir: str | Path
     if out.exists():
         shutil.rmtree(out)
     save_sd_pipeline(out, vae.eval(), text_encoder.eval(), unet.eval(), tokenizer, dtype=torch.float16)
+    update_model_index(out, minority_defaults={"guidance": config.eval_guidance})
     metrics: dict[str, float | int | None] = {"vae_test_psnr_db": round(psnr, 3), "latent_scaling_factor": scaling,
                                              "final_unet_loss": run.state["history"]["unet"][-1][1]}
     align = sample_alignment(out, config.eval_images_per_class, config.eval_steps, config.eval_guidance,
