@@ -138,11 +138,13 @@ def test_mp_table2_quick_every_ablation_ran(tiny_sd_dir, reference_dir, tmp_path
 
 
 def test_mp_table3_quick_reports_ibs(tiny_sd_dir, reference_dir, tmp_path):
-    out = benchmark(BenchmarkConfig("mp-table3", out=str(tmp_path / "t3"), quick=True, model=str(tiny_sd_dir),
+    out = benchmark(BenchmarkConfig("mp-table3", out=str(tmp_path / "t3"), quick=False, prompts=2, model=str(tiny_sd_dir),
                                     seeds="3", steps=3, reference=str(reference_dir), features="bench-test-pixels",
                                     threads=1))
     rows = _check_outputs(out, "mp-table3", ["alignment", "precision", "coverage", "ibs"], items=2, seeds=3)
     assert all(-1 <= float(r["ibs"]) <= 1 for r in rows)
+    # a non-quick run smaller than the protocol says so in its title line
+    assert "(reduced size: 2 × 3, 3 steps; full size 10 × 16)" in (out / "results.md").read_text()
 
 
 def test_sgms_table1_quick_on_a_pixel_model(pixel_dir, reference_dir, tmp_path):

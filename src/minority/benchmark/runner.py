@@ -119,8 +119,16 @@ def canonical_command(cfg: BenchmarkConfig, plan: Plan) -> str:
 
 def _header(plan: Plan, info: dict) -> list[str]:
     p, cfg = plan.protocol, plan.config
-    lines = [f"# {p.title}", "", f"Reproduces: {p.source}. Protocol `{p.name}`"
-             f" ({'QUICK smoke size — not a reproduction' if cfg.quick else 'full size'}).", ""]
+    full = p.full
+    if cfg.quick:
+        size = "QUICK smoke size — not a reproduction"
+    elif (plan.prompts, len(plan.seeds), plan.steps) == (full.prompts, full.seeds, full.steps):
+        size = "full size"
+    else:
+        size = (f"reduced size: {plan.prompts} × {len(plan.seeds)}"
+                f"{f', {plan.steps} steps' if plan.steps != full.steps else ''}; full size {full.prompts} × "
+                f"{full.seeds}{f', {full.steps} steps' if full.steps else ''}")
+    lines = [f"# {p.title}", "", f"Reproduces: {p.source}. Protocol `{p.name}` ({size}).", ""]
     if any(m.startswith("tiny-random") for m in plan.models):
         lines += ["**Model is a tiny RANDOMLY INITIALISED pipeline: the numbers below only show that the protocol "
                   "runs; they say nothing about the methods.**", ""]
