@@ -17,6 +17,12 @@ if [[ "$part" == sd || "$part" == all ]]; then
   # MP Tab. 2: 10 prompts x 3 seeds (full: 50)
   $M benchmark mp-table2 --seeds 3 --batch-size 50 --threads 1 --set likelihood_rtol=1e-4 --set likelihood_atol=1e-4 \
       --out outputs/benchmark/mp-table2 --resume
+  # ... and at 10 prompts x 10 seeds, the six arms split over two processes (run side by side)
+  for arms in "ddim,proposed,+all (Eq. 6)" "+tweedie_cfg,+stop_grad_second,+cv_in_second"; do
+    tag=$([[ "$arms" == ddim* ]] && echo a || echo b)
+    $M benchmark mp-table2 --seeds 10 --batch-size 50 --threads 1 --set likelihood_rtol=1e-4 --set likelihood_atol=1e-4 \
+        --methods "$arms" --out "outputs/benchmark/mp-table2-s10-$tag"
+  done
 fi
 
 if [[ "$part" == ddpm || "$part" == all ]]; then
