@@ -24,16 +24,8 @@ from PIL import Image
 from minority.generate import GenerateConfig, run_generate
 from minority.io import read_jsonl
 from minority.metrics import evaluate
+from minority.metrics.cli import key_value
 from minority.pipeline import MinorityPipeline
-
-
-def _value(v: str):
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 def _images(folder: Path) -> dict[tuple[int, int], np.ndarray]:
@@ -63,10 +55,9 @@ def main() -> None:
     seeds = tuple(range(a.seeds))
     out = Path(a.out)
     pipe = MinorityPipeline.from_pretrained(a.model)
-    fixed = dict(kv.split("=", 1) for kv in a.fixed)
-    fixed = {k: _value(v) for k, v in fixed.items()}
+    fixed = dict(key_value(kv) for kv in a.fixed)
     names = [g.split("=", 1)[0] for g in a.grid]
-    values = [[_value(v) for v in g.split("=", 1)[1].split(",")] for g in a.grid]
+    values = [[key_value(f"{n}={v}")[1] for v in g.split("=", 1)[1].split(",")] for n, g in zip(names, a.grid, strict=True)]
     settings = [("ddim", {})] + [(a.method, {**fixed, **dict(zip(names, combo, strict=True))})
                                  for combo in itertools.product(*values)]
     metrics = ["alignment", "avgknn"] + (["likelihood"] if a.likelihood else [])
