@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
@@ -10,6 +11,19 @@ import torch
 torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to CPU contention
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Feature and likelihood caches live in a per-session folder, never in the user's cache (a cached entry
+    from an earlier run would let a test pass without exercising the code it checks)."""
+    old = os.environ.get("MINORITY_CACHE_DIR")
+    os.environ["MINORITY_CACHE_DIR"] = str(tmp_path_factory.mktemp("minority-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MINORITY_CACHE_DIR", None)
+    else:
+        os.environ["MINORITY_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

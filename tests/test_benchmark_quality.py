@@ -117,6 +117,36 @@ def test_mp_table1_quick_on_tiny_sd(tiny_sd_dir, reference_dir, tmp_path, capsys
     assert cmd.startswith("minority evaluate --images ") and "--metrics alignment,precision" in cmd
 
 
+def test_generate_only_then_resume_evaluates_without_the_model_work(tiny_sd_dir, reference_dir, tmp_path, capsys,
+                                                                    monkeypatch):
+    """--generate-only does the model work (generation, likelihood into the cache) and writes no tables; the
+    --resume run that follows (another machine in practice) reuses both and writes the results."""
+    from minority.benchmark import quality
+    from minority.metrics import likelihood as lik_mod
+
+    out = tmp_path / "split"
+    args = ["benchmark", "mp-table1", "--quick", "--model", str(tiny_sd_dir), "--reference", str(reference_dir),
+            "--features", "bench-test-pixels", "--seeds", "3", "--steps", "2", "--threads", "1", "--methods",
+            "ddim,cads", "--set", "likelihood_rtol=0.1", "--set", "likelihood_atol=0.1", "--out", str(out)]
+    assert main([*args, "--generate-only"]) == 0, capsys.readouterr().err
+    assert "--resume" in capsys.readouterr().out
+    assert not (out / "results.csv").exists() and not (out / "benchmark.json").exists()
+    first = {a: json.loads((out / "runs" / a / "eval-likelihood" / "metrics.json").read_text()) for a in ("ddim", "cads")}
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the --resume evaluation must not generate or integrate again")
+
+    monkeypatch.setattr(lik_mod, "likelihood_for_pipeline", must_not_run)
+    monkeypatch.setattr(quality, "run_generate", must_not_run)
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    rows = {r["arm"]: r for r in _rows(out / "results.csv")}
+    for arm, m in first.items():
+        assert float(rows[arm]["likelihood"]) == pytest.approx(m["metrics"]["likelihood"]["value"])
+        assert rows[arm]["precision"] != ""
+    assert main(["benchmark", "perf", "--generate-only", "--out", str(tmp_path / "p")]) == 2
+    assert "--generate-only applies to the quality protocols" in capsys.readouterr().err
+
+
 def test_mp_table2_quick_every_ablation_ran(tiny_sd_dir, reference_dir, tmp_path):
     def fast_likelihood(x, generators, rows):  # the real PF-ODE path is exercised by the mp-table1 test
         return x.flatten(1).pow(2).mean(1).double()

@@ -81,8 +81,16 @@ class EnetLPIPS(torch.nn.Module):
         return feats
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        _follow_device(self, a)
         fa, fb = self.features(a), self.features(b)
         return sum((x - y).pow(2).sum(1).mean((1, 2)) for x, y in zip(fa, fb))
+
+
+def _follow_device(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """Move a frozen distance network to the device of its input (once; it is built on the CPU)."""
+    p = next(module.parameters(), None)
+    if p is not None and p.device != x.device:
+        module.to(x.device)
 
 
 def make_distance(name: str, latent: bool) -> Distance:
@@ -109,7 +117,12 @@ def make_distance(name: str, latent: bool) -> Distance:
     except Exception as err:  # noqa: BLE001 -- weights missing offline, torchvision mismatch, ...
         raise MinorityError(f"LPIPS could not load its AlexNet weights ({type(err).__name__}): use --distance enet-lpips.") from err
     net.requires_grad_(False).eval()
-    return lambda a, b: net(a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)).flatten()
+
+    def lpips_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        _follow_device(net, a)
+        return net(a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)).flatten()
+
+    return lpips_distance
 
 
 def reconstruction_loss(

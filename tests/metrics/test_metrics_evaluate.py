@@ -195,3 +195,35 @@ def test_minority_score_metric_matches_the_score_function(tiny_sd_dir, tmp_path)
     rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
     got = [float(r["minority_score"]) for r in rows if r["file"].endswith("00000_000001.png")]
     assert got and abs(got[0] - float(ref[0])) < 1e-4 * max(1.0, float(ref[0]))
+
+
+def test_likelihood_is_cached_by_weights_settings_and_images(tmp_path, imgs, monkeypatch):
+    """A second evaluation of the same images under the same weights and solver settings reuses the per-image
+    bits/dim without integrating; other settings, seeds or weights integrate again."""
+    tiny = pytest.importorskip("minority.tiny")
+    from minority.metrics import likelihood as lik_mod
+
+    sd = tiny.build_tiny_sd(tmp_path / "sd", family="sd")
+    gen = imgs.generation(tmp_path / "gen", ["a sneaker", "a bag"], 2)
+    rows = [json.loads(line) for line in (gen / "manifest.jsonl").read_text().splitlines()]
+    (gen / "manifest.jsonl").write_text("".join(json.dumps({**r, "model": str(sd)}) + "\n" for r in rows))
+    cache = tmp_path / "cache"
+    kw = dict(metrics="likelihood", likelihood_rtol=1e-3, likelihood_atol=1e-3, progress=False, cache_dir=str(cache))
+    first = evaluate(gen, **kw)
+    calls = []
+    real = lik_mod.likelihood_for_pipeline
+    monkeypatch.setattr(lik_mod, "likelihood_for_pipeline", lambda *a, **k: calls.append(1) or real(*a, **k))
+    second = evaluate(gen, **kw)
+    assert calls == [] and second["metrics"]["likelihood"].get("cached") is True
+    assert [r["likelihood_bpd"] for r in second["per_image"]] == [r["likelihood_bpd"] for r in first["per_image"]]
+    evaluate(gen, **{**kw, "likelihood_rtol": 1e-2})  # other solver settings: integrates again
+    assert len(calls) == 1
+    (gen / "manifest.jsonl").write_text("".join(json.dumps({**r, "model": str(sd), "seed": r["seed"] + 100}) + "\n"
+                                                for r in rows))
+    evaluate(gen, **kw)  # other seeds (other probe draws): integrates again
+    assert len(calls) == 2
+    other = tiny.build_tiny_sd(tmp_path / "sd2", family="sd", seed=11)
+    evaluate(gen, **{**kw, "likelihood_model": str(other)})  # other weights: integrates again
+    assert len(calls) == 3
+    uncached = evaluate(gen, **{**kw, "cache": False})
+    assert len(calls) == 4 and "cached" not in uncached["metrics"]["likelihood"]

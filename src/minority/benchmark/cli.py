@@ -76,6 +76,11 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                              "")
     parser.add_argument("--overwrite", action="store_true", default=False,
                         help="replace an earlier benchmark in --out")
+    parser.add_argument("--generate-only", action="store_true", default=False,
+                        help="do only the work that needs the diffusion model: generate every arm and compute the "
+                             "model-based metrics (likelihood) into the cache, then stop without tables; a later "
+                             "run with --resume (e.g. on another machine, with OUT and the cache folder copied) "
+                             "evaluates against the reference and writes the results")
     return parser
 
 
@@ -88,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         features=args.features, methods=methods, params=dict(args.params or []), settings=dict(args.settings or []),
         batch_size=args.batch_size, threads=args.threads, clip_weights=args.clip_weights, grid_rows=args.grid_rows,
         max_batch=args.max_batch, resume=args.resume, overwrite=args.overwrite,
+        generate_only=args.generate_only,
     )
 
 
@@ -99,6 +105,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if "likelihood_fn" in cfg.settings:
         raise MinorityError("likelihood_fn cannot be set from the command line: use likelihood_model=DIR.")
     out = benchmark(cfg)
+    if cfg.generate_only:
+        print(f"Generated every arm in {out / 'runs'}; run the same command with --resume instead of "
+              "--generate-only to evaluate and write the results")
+        return 0
     print(f"Wrote {out / 'results.md'}, {out / 'results.csv'} and plots/grids in {out} "
           f"(HTML: minority report {out})")
     return 0

@@ -40,6 +40,7 @@ class BenchmarkConfig:
     max_batch: int = 64
     resume: bool = False
     overwrite: bool = False
+    generate_only: bool = False
 
     def validate(self) -> None:
         get_protocol(self.protocol)
@@ -50,6 +51,9 @@ class BenchmarkConfig:
                 raise MinorityError(f"{name} must be >= {low} (got {value}).")
         if self.resume and self.overwrite:
             raise MinorityError("--resume keeps earlier results and --overwrite deletes them: pass only one.")
+        if self.generate_only and get_protocol(self.protocol).kind == "perf":
+            raise MinorityError("--generate-only applies to the quality protocols (mp-table1/2/3, sgms-table1), "
+                                "not to perf, which times the generation itself.")
 
 
 @dataclass

