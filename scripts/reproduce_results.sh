@@ -2,11 +2,23 @@
 # The exact commands behind docs/results/ and the quality numbers in the README, at the sizes that fit a 2-core
 # CPU machine in one session (each process pinned to one thread so that two can run side by side; the full
 # protocol sizes are in docs/results/README.md).
-# Usage: scripts/reproduce_results.sh [sd|ddpm|all]   (run from the repository root after `make setup`)
+# Usage: scripts/reproduce_results.sh [sd|ddpm|all|full]   (run from the repository root after `make setup`)
+#   full: the FULL-size protocols (docs/results/*-full), after scripts/gpu_generate.sh has done the model work
+#   (generation + likelihood) on a CUDA machine into outputs/benchmark-full with its cache copied to
+#   ~/.cache/minority/features; this part only evaluates against the references and writes the tables.
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 M=".venv/bin/minority"
 part="${1:-all}"
+
+if [[ "$part" == full ]]; then
+  F=outputs/benchmark-full
+  $M benchmark mp-table1 --out $F/mp-table1 --resume --threads 1 --batch-size 250
+  $M benchmark mp-table2 --out $F/mp-table2 --resume --threads 1 --batch-size 250
+  $M benchmark mp-table3 --out $F/mp-table3 --resume --threads 1 --batch-size 160
+  $M benchmark sgms-table1 --out $F/sgms-table1 --resume --threads 1 --batch-size 500
+  exit 0
+fi
 
 if [[ "$part" == sd || "$part" == all ]]; then
   $M quality fashion-sd --seeds 20 --batch-size 50 --real-sizes 200,5000 --out outputs/quality/fashion-sd

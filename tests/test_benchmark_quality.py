@@ -136,6 +136,9 @@ def test_generate_only_then_resume_evaluates_without_the_model_work(tiny_sd_dir,
     def must_not_run(*a, **k):
         raise AssertionError("the --resume evaluation must not generate or integrate again")
 
+    for arm in ("ddim", "cads"):  # as if generated on a GPU machine
+        cfg_path = out / "runs" / arm / "config.json"
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "resolved_device": "cuda"}))
     monkeypatch.setattr(lik_mod, "likelihood_for_pipeline", must_not_run)
     monkeypatch.setattr(quality, "run_generate", must_not_run)
     assert main([*args, "--resume"]) == 0, capsys.readouterr().err
@@ -143,6 +146,9 @@ def test_generate_only_then_resume_evaluates_without_the_model_work(tiny_sd_dir,
     for arm, m in first.items():
         assert float(rows[arm]["likelihood"]) == pytest.approx(m["metrics"]["likelihood"]["value"])
         assert rows[arm]["precision"] != ""
+    assert "generated (and likelihoods computed) on cuda" in (out / "results.md").read_text()
+    info = json.loads((out / "benchmark.json").read_text())
+    assert "--device cuda" in info["details"]["arms"]["ddim"]["generate_command"]
     assert main(["benchmark", "perf", "--generate-only", "--out", str(tmp_path / "p")]) == 2
     assert "--generate-only applies to the quality protocols" in capsys.readouterr().err
 

@@ -77,6 +77,8 @@ def _pixel_demo(out: Path, seeds) -> Path | None:
     files = {m: {(e["class_label"], e["seed"]): e["file"] for e in read_jsonl(out / m / "manifest.jsonl")}
              for m in PIXEL_METHODS}
     rows = [[Image.open(out / m / files[m][(lab, s)]) for m in PIXEL_METHODS] for lab in labels for s in seeds]
-    names = [f"class {lab} (seed {s})" for lab in labels for s in seeds]
+    from .data import CLASS_NAMES  # the embedded pixel model is trained on Fashion-MNIST's labels
+
+    names = [f"{CLASS_NAMES[lab]} (class {lab}, seed {s})" for lab in labels for s in seeds]
     labelled_grid(rows, PIXEL_METHODS, names, title=f"{PIXEL_MODEL}: 100 ancestral steps").save(out / "grid.png")
     return out / "grid.png"

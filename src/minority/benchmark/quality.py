@@ -193,6 +193,7 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
     t0 = time.perf_counter()
     entries, eval_cmds = _evaluate_arm(run_dir, plan, metrics_by_group, device, model, cfg.clip_weights, reuse)
     t_eval = time.perf_counter() - t0
+    gen_device = _generated_on(run_dir) or device
     secs = [float(r["seconds"]) for r in manifest if isinstance(r.get("seconds"), (int, float))]
     row = {"arm": arm.name, "method": arm.method, "params": json.dumps(params, sort_keys=True), "model": model,
            "images": len(manifest), "seconds_per_image": sum(secs) / len(secs) if secs else "",
@@ -205,11 +206,20 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
         row["rarity_outside_fraction"] = entries["rarity"]["outside_fraction"]
     arm_details[arm.name] = {
         "folder": str(run_dir), "params": params, "generate_seconds": round(t_gen, 3), "evaluate_seconds": round(t_eval, 3),
+        "generated_on": gen_device, "evaluated_on": device,
         "generate_command": generate_command(model, arm.method, params, prompts, labels, plan.seeds, plan.steps,
-                                             cfg.guidance, device, cfg.batch_size, str(run_dir)),
+                                             cfg.guidance, gen_device, cfg.batch_size, str(run_dir)),
         "evaluate_commands": eval_cmds,
     }
     return row
+
+
+def _generated_on(run_dir: Path) -> str | None:
+    """The device that generated ``run_dir`` (its ``config.json``; a reused generation may come from elsewhere)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("resolved_device")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def per_image_values(run_dir: Path, groups: list[str]) -> dict[str, list[float]]:

@@ -196,6 +196,11 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     lines += ["", "## Results", "", "Mean ± 95% CI half-width (asymmetric Wilson intervals of 0/1 per-image "
               "indicators as [low, high]); `–` = not computed.", "", metrics_markdown(rows, metrics), ""]
     notes = list(p.notes) + [f"{m} skipped: {why}" for m, why in details["skipped_metrics"].items()]
+    places = {(d.get("generated_on"), d.get("evaluated_on")) for d in details["arms"].values()}
+    if any(g and e and g != e for g, e in places):
+        notes.append("generated (and likelihoods computed) on " + ", ".join(sorted({g for g, _ in places if g})) +
+                     " with `--generate-only`; evaluated on " + ", ".join(sorted({e for _, e in places if e})) +
+                     " with `--resume` (seconds_per_image are the generating device's)")
     if "rarity" in metrics:
         notes.append("rarity is averaged over the images inside some reference k-NN ball; the share outside is in "
                      "results.csv (rarity_outside_fraction): " + ", ".join(
