@@ -66,10 +66,12 @@ class EfficientNetLite0(FeatureExtractor):
                 f"{path} is not an EfficientNet-Lite0 state dict ({type(exc).__name__}): {PACKAGES_HINT}"
             ) from exc
         self.net.eval()
+        # channels-last is ~1.8x faster on CPU (oneDNN depthwise convolutions); outputs agree to ~1e-5
+        self.net.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         net = self.net
-        x = (images - MEAN) / STD
+        x = ((images - MEAN) / STD).contiguous(memory_format=torch.channels_last)
         x = net._swish(net._bn0(net._conv_stem(x)))
         spatial = None
         for i, block in enumerate(net._blocks):
