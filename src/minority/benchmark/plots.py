@@ -55,17 +55,8 @@ def metric_bars(rows: list[dict], metrics: Sequence[str], path: str | Path, titl
         err = _errors(vals, lo, hi)
         ax.bar(range(len(rows)), [v if math.isfinite(v) else 0 for v in vals], yerr=err, capsize=3,
                color=[colors[i % len(colors)] for i in range(len(rows))])
-        ax.set_title(HEADERS.get(m, m), fontsize=9)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
-        ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    fig.suptitle(title + " (bars: mean, whiskers: 95% CI)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        _label_panel(ax, HEADERS.get(m, m), names, first=0)
+    return _save_panels(plt, fig, axes, len(metrics), title + " (bars: mean, whiskers: 95% CI)", path)
 
 
 def distributions(per_arm: dict[str, dict[str, list[float]]], columns: Sequence[str], path: str | Path,
@@ -81,13 +72,23 @@ def distributions(per_arm: dict[str, dict[str, list[float]]], columns: Sequence[
     for ax, c in zip(axes.flat, columns):
         data = [[v for v in per_arm[a].get(c, []) if math.isfinite(v)] or [math.nan] for a in arms]
         ax.boxplot(data, showmeans=True)
-        ax.set_title({"likelihood_bpd": HEADERS["likelihood"]}.get(c, HEADERS.get(c, c)), fontsize=9)
-        ax.set_xticks(range(1, len(arms) + 1))
-        ax.set_xticklabels(arms, rotation=35, ha="right", fontsize=7)
-        ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(columns):]:
+        _label_panel(ax, {"likelihood_bpd": HEADERS["likelihood"]}.get(c, HEADERS.get(c, c)), arms, first=1)
+    return _save_panels(plt, fig, axes, len(columns), title + ": per-image distributions (triangle: mean)", path)
+
+
+def _label_panel(ax, title: str, names: Sequence[str], first: int) -> None:
+    """Title and slanted category labels (at x = first, first + 1, ...) of one small-multiples panel."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(range(first, first + len(names)))
+    ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+
+
+def _save_panels(plt, fig, axes, used: int, title: str, path: str | Path) -> Path:
+    """Blank the unused panels, add the title, save at 110 dpi and close the figure."""
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
-    fig.suptitle(title + ": per-image distributions (triangle: mean)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
