@@ -164,3 +164,23 @@ def test_generate_diverse_prompt_groups_whole_prompts(tiny_sd_dir, tmp_path, cap
     code, _, err = run(capsys, "generate", "a sneaker", "--model", str(tiny_sd_dir), "--method", "diverse-prompt",
                        "--steps", "2", "--out", str(tmp_path / "e"))
     assert code == 2 and "at least 2 images per prompt" in err
+
+
+def test_generate_deterministic_flag(tiny_sd_dir, tmp_path, capsys):
+    """--deterministic turns on PyTorch's deterministic kernels, is recorded in config.json, and changes nothing
+    on the CPU (already run-to-run identical)."""
+    import torch
+
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        for flag in ([], ["--deterministic"]):
+            code, _, err = run(capsys, "generate", "a bag", "--model", str(tiny_sd_dir), "--seeds", "0-1", "--steps",
+                               "2", "--method", "minority-prompt", "--out", str(tmp_path / f"d{len(flag)}"), *flag)
+            assert code == 0, err
+        assert torch.are_deterministic_algorithms_enabled()
+        assert json.loads((tmp_path / "d1" / "config.json").read_text())["deterministic"] is True
+        assert json.loads((tmp_path / "d0" / "config.json").read_text())["deterministic"] is False
+        for name in ("00000_000000.png", "00000_000001.png"):
+            assert (tmp_path / "d0/images" / name).read_bytes() == (tmp_path / "d1/images" / name).read_bytes()
+    finally:
+        torch.use_deterministic_algorithms(was)

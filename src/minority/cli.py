@@ -149,6 +149,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per forward batch")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model precision")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic GPU kernels, so that a rerun is bit-identical on CUDA (slower; CPU runs are "
+                        "already identical run to run)")
     p.add_argument("--out", default="outputs/generate", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--resume", action="store_true",
@@ -203,7 +206,7 @@ def _run_generate(args) -> int:
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
         lightning_unet=args.lightning_unet, overwrite=args.overwrite, params=params, resume=args.resume,
-        prompts_source=source,
+        prompts_source=source, deterministic=args.deterministic,
         **config_fields(records, tuple(args.prompts), tuple(args.class_labels or ())),
     )
     if args.num_processes > 1 and not launched_distributed():

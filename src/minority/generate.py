@@ -84,6 +84,7 @@ class GenerateConfig:
     negative_prompts: tuple = ()
     prompt_meta: tuple = ()
     prompts_source: dict = field(default_factory=dict)
+    deterministic: bool = False
 
     def validate(self) -> None:
         """Check the settings that need no model (raises :class:`MinorityError`)."""
@@ -295,6 +296,10 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
     from .pixel import load_pipeline
 
     t_start = time.perf_counter()
+    if cfg.deterministic:
+        from .rng import use_deterministic_kernels
+
+        use_deterministic_kernels()
     ctx: ProcessContext = process_context(cfg.device)
     preflight(cfg, create=ctx.is_main)
     out = Path(cfg.out)

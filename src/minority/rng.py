@@ -30,3 +30,19 @@ def randn_per_sample(
     """
     rows = [torch.randn((1, *shape), generator=g, device="cpu", dtype=dtype) for g in generators]
     return torch.cat(rows, dim=0).to(device)
+
+
+def use_deterministic_kernels() -> None:
+    """Ask PyTorch for deterministic kernels (CUDA: cuBLAS workspace, cuDNN without autotuning, no atomics).
+
+    On the CPU results are already run-to-run identical; on CUDA some backward kernels accumulate with
+    atomics, and MinorityPrompt's Adam steps can amplify those last-bit differences into a visibly different
+    image. Ops without a deterministic implementation (e.g. bilinear upsampling's backward on CUDA) warn
+    instead of failing. Call before the first CUDA work of the process.
+    """
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

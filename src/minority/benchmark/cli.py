@@ -76,6 +76,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                              "")
     parser.add_argument("--overwrite", action="store_true", default=False,
                         help="replace an earlier benchmark in --out")
+    parser.add_argument("--deterministic", action="store_true", default=False,
+                        help="deterministic GPU kernels for the generations (bit-identical reruns on CUDA; slower)")
     parser.add_argument("--generate-only", action="store_true", default=False,
                         help="do only the work that needs the diffusion model: generate every arm and compute the "
                              "model-based metrics (likelihood) into the cache, then stop without tables; a later "
@@ -93,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         features=args.features, methods=methods, params=dict(args.params or []), settings=dict(args.settings or []),
         batch_size=args.batch_size, threads=args.threads, clip_weights=args.clip_weights, grid_rows=args.grid_rows,
         max_batch=args.max_batch, resume=args.resume, overwrite=args.overwrite,
-        generate_only=args.generate_only,
+        generate_only=args.generate_only, deterministic=args.deterministic,
     )
 
 

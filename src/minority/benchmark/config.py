@@ -41,6 +41,7 @@ class BenchmarkConfig:
     resume: bool = False
     overwrite: bool = False
     generate_only: bool = False
+    deterministic: bool = False
 
     def validate(self) -> None:
         get_protocol(self.protocol)

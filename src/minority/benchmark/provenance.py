@@ -75,7 +75,7 @@ def invoked_command() -> str | None:
 
 def generate_command(model: str, method: str, params: dict, prompts: list[str], class_labels: list[int],
                      seeds: list[int], steps: int | None, guidance: float | None, device: str, batch_size: int,
-                     out: str) -> str:
+                     out: str, deterministic: bool = False) -> str:
     """The ``minority generate`` call that produces the same images as a benchmark arm."""
     words = ["minority", "generate", *prompts, "--model", model, "--method", method]
     for c in class_labels:
@@ -92,6 +92,8 @@ def generate_command(model: str, method: str, params: dict, prompts: list[str], 
         else:
             words += [flag, str(v)]
     words += ["--device", device, "--batch-size", str(batch_size), "--out", out, "--overwrite"]
+    if deterministic:
+        words.append("--deterministic")
     return shell_join(words)
 
 

@@ -176,7 +176,7 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
     params = plan.arm_params(arm)
     gcfg = GenerateConfig(prompts=tuple(prompts), model=model, method=arm.method, seeds=tuple(plan.seeds),
                           steps=plan.steps, guidance=cfg.guidance, out=str(run_dir), overwrite=True, params=params,
-                          class_labels=tuple(labels), batch_size=cfg.batch_size)
+                          class_labels=tuple(labels), batch_size=cfg.batch_size, deterministic=cfg.deterministic)
     t0 = time.perf_counter()
     reuse = cfg.resume and _same_generation(run_dir, gcfg, expected)
     if reuse:
@@ -208,7 +208,7 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
         "folder": str(run_dir), "params": params, "generate_seconds": round(t_gen, 3), "evaluate_seconds": round(t_eval, 3),
         "generated_on": gen_device, "evaluated_on": device,
         "generate_command": generate_command(model, arm.method, params, prompts, labels, plan.seeds, plan.steps,
-                                             cfg.guidance, gen_device, cfg.batch_size, str(run_dir)),
+                                             cfg.guidance, gen_device, cfg.batch_size, str(run_dir), cfg.deterministic),
         "evaluate_commands": eval_cmds,
     }
     return row

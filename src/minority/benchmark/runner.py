@@ -118,6 +118,8 @@ def canonical_command(cfg: BenchmarkConfig, plan: Plan) -> str:
         words += ["--batch-size", str(cfg.batch_size), "--max-batch", str(cfg.max_batch)]
     if cfg.threads:
         words += ["--threads", str(cfg.threads)]
+    if cfg.deterministic:
+        words.append("--deterministic")
     return shell_join(words)
 
 
