@@ -146,7 +146,7 @@ def test_generate_only_then_resume_evaluates_without_the_model_work(tiny_sd_dir,
     for arm, m in first.items():
         assert float(rows[arm]["likelihood"]) == pytest.approx(m["metrics"]["likelihood"]["value"])
         assert rows[arm]["precision"] != ""
-    assert "generated (and likelihoods computed) on cuda" in (out / "results.md").read_text()
+    assert "generated (and likelihoods computed) on cuda by the same command with `--device cuda --generate-only`" in (out / "results.md").read_text()
     info = json.loads((out / "benchmark.json").read_text())
     assert "--device cuda" in info["details"]["arms"]["ddim"]["generate_command"]
     assert main(["benchmark", "perf", "--generate-only", "--out", str(tmp_path / "p")]) == 2

@@ -200,9 +200,11 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     notes = list(p.notes) + [f"{m} skipped: {why}" for m, why in details["skipped_metrics"].items()]
     places = {(d.get("generated_on"), d.get("evaluated_on")) for d in details["arms"].values()}
     if any(g and e and g != e for g, e in places):
-        notes.append("generated (and likelihoods computed) on " + ", ".join(sorted({g for g, _ in places if g})) +
-                     " with `--generate-only`; evaluated on " + ", ".join(sorted({e for _, e in places if e})) +
-                     " with `--resume` (seconds_per_image are the generating device's)")
+        gen_on = ", ".join(sorted({g for g, _ in places if g}))
+        what = "generated (and likelihoods computed)" if "likelihood" in metrics else "generated"
+        notes.append(f"{what} on {gen_on} by the same command with `--device {gen_on} --generate-only` in place of "
+                     "`--resume`; evaluated on " + ", ".join(sorted({e for _, e in places if e})) +
+                     " by this command (seconds_per_image are the generating device's)")
     if "rarity" in metrics:
         notes.append("rarity is averaged over the images inside some reference k-NN ball; the share outside is in "
                      "results.csv (rarity_outside_fraction): " + ", ".join(
