@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,29 @@ def test_bad_inputs_raise_actionable_errors():
         avgknn(np.full((10, 4), np.nan), np.zeros((5, 4)), 5)
     with pytest.raises(MinorityError, match="2-D"):
         avgknn(torch.zeros(10), torch.zeros(5), 5)
+
+
+def test_self_knn_memo_serves_smaller_k_and_matches_fresh_search(monkeypatch):
+    """The remembered reference neighbour search gives exactly what a fresh search gives (LOF, Rarity, AvgkNN
+    against one large reference across many generated sets)."""
+    import torch
+
+    knn_mod = importlib.import_module("minority.metrics.knn")
+
+    monkeypatch.setattr(knn_mod, "SELF_KNN_MIN_ROWS", 10)
+    monkeypatch.setattr(knn_mod, "_SELF_KNN", knn_mod.OrderedDict())
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 4, generator=g, dtype=torch.float64), torch.randn(9, 4, generator=g, dtype=torch.float64)
+    calls = []
+    real_knn = knn_mod.knn
+    monkeypatch.setattr(knn_mod, "knn", lambda q, r=None, k=5, m=knn_mod.DEFAULT_MAX_ELEMENTS: calls.append((r is None, k))
+                        or real_knn(q, r, k, m))
+    lof_a = knn_mod.lof(real, fake, 20)
+    rar_a = knn_mod.rarity(real, fake, 3)
+    avg_a = knn_mod.avgknn_self(real, 5)
+    assert [c for c in calls if c[0]] == [(True, 20)]  # one self-search of the reference, reused twice
+    monkeypatch.setattr(knn_mod, "SELF_KNN_MIN_ROWS", 10**9)  # no memo: fresh searches
+    torch.testing.assert_close(knn_mod.lof(real, fake, 20), lof_a)
+    torch.testing.assert_close(knn_mod.rarity(real, fake, 3).scores, rar_a.scores)
+    torch.testing.assert_close(knn_mod.avgknn_self(real, 5), avg_a)
+    assert knn_mod.self_knn(real + 1, 3).distances.shape == (60, 3)  # other content: its own entry

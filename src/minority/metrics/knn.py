@@ -15,6 +15,8 @@ k-th nearest *other* real sample).
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -77,11 +79,35 @@ def knn(query, ref=None, k: int = 5, max_elements: int = DEFAULT_MAX_ELEMENTS) -
     return Neighbours(torch.cat(dists), torch.cat(idxs))
 
 
+_SELF_KNN: OrderedDict[tuple, Neighbours] = OrderedDict()
+SELF_KNN_MEMO = 2  # reference sets remembered (one benchmark evaluates many arms against the same reference)
+SELF_KNN_MIN_ROWS = 5000  # smaller sets are cheap: not remembered
+
+
+def self_knn(x: torch.Tensor, k: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Neighbours:
+    """``knn(x, None, k)``, remembered for large ``x`` (by content) so that LOF, Rarity and AvgkNN of many
+    generated sets against one reference compute the reference's O(N²) neighbour search once; a request for
+    fewer neighbours than remembered is served from the first k columns (neighbours are sorted)."""
+    if x.shape[0] < SELF_KNN_MIN_ROWS:
+        return knn(x, None, k, max_elements)
+    t = x.detach().cpu().contiguous()
+    digest = hashlib.sha1(t.view(torch.uint8).reshape(-1).numpy().tobytes()).hexdigest()
+    key = (digest, tuple(t.shape), str(t.dtype))
+    hit = _SELF_KNN.get(key)
+    if hit is None or hit.distances.shape[1] < k:
+        hit = knn(x, None, k, max_elements)
+        _SELF_KNN[key] = hit
+        while len(_SELF_KNN) > SELF_KNN_MEMO:
+            _SELF_KNN.popitem(last=False)
+    _SELF_KNN.move_to_end(key)
+    return Neighbours(hit.distances[:, :k], hit.indices[:, :k])
+
+
 def knn_radii(x, k: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
     """Distance of each row of ``x (N, D)`` to its k-th nearest other row: float64 ``(N,)``."""
     x = as_features(x)
     check_k(x.shape[0], k, "samples", "k-NN radius", "k")
-    return knn(x, None, k, max_elements).distances[:, k - 1]
+    return self_knn(x, k, max_elements).distances[:, k - 1]
 
 
 def avgknn(real, fake, k: int = 5, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
@@ -104,7 +130,7 @@ def avgknn_self(x, k: int = 5, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torc
     """
     x = as_features(x, "reference features")
     check_k(x.shape[0], k, "reference images", "avgknn", "minority_k")
-    return knn(x, None, k, max_elements).distances.mean(1)
+    return self_knn(x, k, max_elements).distances.mean(1)
 
 
 def lof(real, fake, k: int = 20, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
@@ -119,7 +145,7 @@ def lof(real, fake, k: int = 20, max_elements: int = DEFAULT_MAX_ELEMENTS) -> to
     """
     r, f = as_pair(real, fake)
     check_k(r.shape[0], k, "reference images", "lof", "lof_k")
-    nr = knn(r, None, k, max_elements)
+    nr = self_knn(r, k, max_elements)
     kdist = nr.distances[:, k - 1]
     lrd_real = 1.0 / (torch.maximum(nr.distances, kdist[nr.indices]).mean(1) + 1e-10)
     nf = knn(f, r, k, max_elements)
