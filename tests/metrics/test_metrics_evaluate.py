@@ -183,7 +183,7 @@ def test_minority_score_metric_matches_the_score_function(tiny_sd_dir, tmp_path)
     import numpy as np
     from PIL import Image
 
-    img = np.asarray(Image.open(out / "images" / "00000_000001.png").convert("RGB"))
+    img = np.array(Image.open(out / "images" / "00000_000001.png").convert("RGB"))
     a = torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255.0
     x = pipe.components.encode_images(a)
     cond, _ = pipe.prepare(["a bag"], None, 1.0, "ddim", 16, 16)
