@@ -71,6 +71,24 @@ def test_ddim_matches_ddim_pipeline(fixed_dir):
     assert np.abs(a - b).max() < 1e-4
 
 
+def test_ddim_on_a_learned_variance_model_matches_diffusers_ddim_on_the_eps_half(learned_dir):
+    """DDIM (η = 0) on a learned-range model uses only the ε half of the output: equal to diffusers'
+    DDIMScheduler driven by the first half of the UNet output (DDIMPipeline itself cannot take 2C channels)."""
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(str(learned_dir), subfolder="unet").eval()
+    sched = DDIMScheduler.from_pretrained(str(learned_dir), subfolder="scheduler")
+    sched.set_timesteps(10)
+    x = randn_per_sample(make_generators([0, 1]), (1, 8, 8))
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample[:, :1], t, x, eta=0.0).prev_sample
+    ref = (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    ours = PixelPipeline.from_pretrained(str(learned_dir))(num_images=2, seeds=[0, 1], num_inference_steps=10,
+                                                            method="ddim", output_type="np").images
+    assert np.abs(ref - ours).max() < 1e-4
+
+
 @pytest.mark.parametrize("solver", ["ancestral", "ddim"])
 def test_scale_zero_is_base_sampler(fixed_dir, solver):
     pipe = PixelPipeline.from_pretrained(str(fixed_dir))
