@@ -51,7 +51,7 @@ def write_costs(size: int, repeat: int) -> dict:
     """Per-image milliseconds: plain PNG save vs the crash-safe path, and manifest appends with/without fsync."""
     from PIL import Image
 
-    from minority.io import append_jsonl, save_image_atomic
+    from minority.runs.io import append_jsonl, save_image_atomic
 
     rng = np.random.default_rng(0)
     img = Image.fromarray((rng.random((size, size, 3)) * 64 + np.linspace(0, 160, size)[None, :, None]).astype(np.uint8))

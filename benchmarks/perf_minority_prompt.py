@@ -12,7 +12,7 @@ import time
 import torch
 
 from minority import MinorityPipeline
-from minority.rng import make_generators, randn_per_sample
+from minority.core.rng import make_generators, randn_per_sample
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -48,7 +48,7 @@ def main() -> None:
     cond, uncond = pipe.prepare(prompts, None, a.guidance, "ddim", c.default_size, c.default_size)
     z = randn_per_sample(make_generators(seeds), (c.unet.config.in_channels, c.default_size // c.vae_scale_factor,
                                                   c.default_size // c.vae_scale_factor))
-    from minority.conditioning import Conditioning
+    from minority.core.conditioning import Conditioning
 
     both = Conditioning.cat([uncond, cond]) if uncond is not None else cond
     zz = torch.cat([z, z]) if uncond is not None else z

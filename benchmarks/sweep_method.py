@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from minority.generate import GenerateConfig, run_generate
-from minority.io import read_jsonl
 from minority.metrics import evaluate
 from minority.metrics.cli import key_value
-from minority.pipeline import MinorityPipeline
+from minority.pipelines.text2image import MinorityPipeline
+from minority.runs.generate import GenerateConfig, run_generate
+from minority.runs.io import read_jsonl
 
 
 def _images(folder: Path) -> dict[tuple[int, int], np.ndarray]:

@@ -28,21 +28,21 @@ def _session_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
-    from minority.tiny import build_tiny_sd
+    from minority.pipelines.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", family="sd")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd_v_dir(tmp_path_factory):
-    from minority.tiny import build_tiny_sd
+    from minority.pipelines.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd-v", family="sd", prediction_type="v_prediction", seed=5)
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory):
-    from minority.tiny import build_tiny_sd
+    from minority.pipelines.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sdxl", family="sdxl", seed=7)
 

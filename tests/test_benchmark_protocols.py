@@ -11,7 +11,7 @@ from minority.benchmark.protocols import Arm, EvalGroup, class_prompts, get_prot
 from minority.benchmark.quality import check_sample_size
 from minority.benchmark.tables import format_value, markdown_table, metric_cells
 from minority.errors import MinorityError
-from minority.methods import get_method, make_config
+from minority.methods.base import get_method, make_config
 
 
 def test_every_arm_is_a_valid_method_configuration():
@@ -113,7 +113,7 @@ def test_pick_rows_interleaves_prompts():
 
 
 def test_cli_help_lists_protocols_and_defaults(capsys):
-    from minority.cli import main
+    from minority.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
@@ -124,7 +124,7 @@ def test_cli_help_lists_protocols_and_defaults(capsys):
 
 
 def test_cli_refuses_to_overwrite_an_earlier_benchmark(tmp_path, capsys):
-    from minority.cli import main
+    from minority.cli.main import main
 
     (tmp_path / "benchmark.json").write_text("{}")
     assert main(["benchmark", "mp-table1", "--quick", "--out", str(tmp_path)]) == 2

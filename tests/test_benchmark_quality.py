@@ -14,9 +14,9 @@ from PIL import Image
 
 from minority.benchmark import BenchmarkConfig, benchmark, get_protocol
 from minority.benchmark.tables import metric_columns
-from minority.cli import main
-from minority.io import read_jsonl
+from minority.cli.main import main
 from minority.metrics.features import FeatureExtractor, register_extractor
+from minority.runs.io import read_jsonl
 
 
 class FastExtractor(FeatureExtractor):

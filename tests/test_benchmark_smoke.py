@@ -10,7 +10,7 @@ import time
 import pytest
 
 from minority.benchmark import get_protocol
-from minority.cli import main
+from minority.cli.main import main
 
 
 def _fashion_mnist_available() -> bool:
@@ -25,7 +25,7 @@ def _fashion_mnist_available() -> bool:
 
 def _embedded(name: str) -> bool:
     try:
-        from minority.training.registry import resolve_embedded
+        from minority.embedded import resolve_embedded
 
         return resolve_embedded(name) is not None
     except ImportError:

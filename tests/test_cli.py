@@ -8,7 +8,7 @@ import logging
 import pytest
 from PIL import Image
 
-from minority.cli import main
+from minority.cli.main import main
 
 
 def run(capsys, *argv):

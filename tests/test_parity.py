@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minority import MinorityPipeline
-from minority.rng import make_generators, randn_per_sample
+from minority.core.rng import make_generators, randn_per_sample
 
 ATOL = 2e-5  # max abs difference on images in [0, 1] (float32)
 
@@ -65,7 +65,7 @@ def test_trailing_grid_matches_diffusers_ddim_and_euler(tiny_sdxl_dir):
     ref.set_progress_bar_config(disable=True)
     ref.scheduler = DDIMScheduler.from_config(ref.scheduler.config, timestep_spacing="trailing")
     ours = MinorityPipeline.from_pipe(ref)
-    from minority.schedules import timestep_pairs
+    from minority.core.schedules import timestep_pairs
 
     assert timestep_pairs(ours.components.scheduler, 4) == [(999, 749), (749, 499), (499, 249), (249, -1)]
     lat = randn_per_sample(make_generators([9]), (4, 8, 8))

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from minority import MinorityError, MinorityPipeline, MinorityPromptPipeline
-from minority.prompt_opt import (
+from minority.core.rng import make_generators, randn_per_sample
+from minority.core.sampling import Hook, sample
+from minority.core.schedules import timestep_pairs
+from minority.core.text import TokenOverride
+from minority.methods.minority_prompt import (
     DiversityObjective,
     MinorityObjective,
     ObjectiveInputs,
     PromptOptimizer,
     insert_placeholders,
 )
-from minority.rng import make_generators, randn_per_sample
-from minority.sampling import Hook, sample
-from minority.schedules import timestep_pairs
-from minority.text import TokenOverride
 
 
 def _cool(tok):
@@ -74,7 +74,7 @@ def test_sdxl_pooled_at_end_of_text_even_with_legacy_eos_config(tiny_sdxl_dir):
         c = enc.encode_ids([ids1, ids2], [TokenOverride(m, v1), TokenOverride(m, v2)])
         eos = int((ids2[0] == tok.eos_token_id).nonzero()[0])
         assert eos == 4  # bos, a, bag, S, eos
-        from minority.text import _spliced_embeddings
+        from minority.core.text import _spliced_embeddings
 
         with _spliced_embeddings(legacy, TokenOverride(m, v2)):
             out = legacy(ids2, output_hidden_states=True)
@@ -275,7 +275,7 @@ def test_batch_size_invariance(tiny_sd, method):
 def test_saved_token_loads_with_textual_inversion(tiny_sd_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from minority.generate import save_token_embeds
+    from minority.runs.generate import save_token_embeds
 
     pipe = MinorityPromptPipeline.from_pretrained(str(tiny_sd_dir))
     out = pipe(["a sneaker"], num_inference_steps=4, seeds=[3], output_type="latent", opt_every=1)

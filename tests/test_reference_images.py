@@ -60,7 +60,7 @@ def render(name: str, tiny: dict[str, Path], out: Path) -> dict[str, np.ndarray]
     """Run the case through the CLI and return ``{case/file: uint8 array}``."""
     from PIL import Image
 
-    from minority.cli import main
+    from minority.cli.main import main
 
     key, argv = CASES[name]
     folder = out / name
@@ -75,7 +75,7 @@ def render(name: str, tiny: dict[str, Path], out: Path) -> dict[str, np.ndarray]
 
 
 def build_tiny(root: Path) -> dict[str, Path]:
-    from minority.tiny import build_tiny_sd
+    from minority.pipelines.tiny import build_tiny_sd
 
     return {"v": build_tiny_sd(root / "sd-v", family="sd", prediction_type="v_prediction", seed=5),
             "xl": build_tiny_sd(root / "sdxl", family="sdxl", seed=7)}

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from minority.benchmark import BenchmarkConfig, benchmark
-from minority.cli import main
+from minority.benchmark.report import build_report, markdown_to_html
+from minority.cli.main import main
 from minority.errors import MinorityError
-from minority.generate import GenerateConfig, run_generate
-from minority.report import build_report, markdown_to_html
+from minority.runs.generate import GenerateConfig, run_generate
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from minority.cads import CADSHook, cads_gamma, cads_noise
-from minority.rng import make_generators, randn_per_sample
-from minority.sampling import Hook, sample
-from minority.schedules import annealed_perturb_timestep, timestep_pairs
+from minority.core.rng import make_generators, randn_per_sample
+from minority.core.sampling import Hook, sample
+from minority.core.schedules import annealed_perturb_timestep, timestep_pairs
+from minority.methods.cads import CADSHook, cads_gamma, cads_noise
 
 
 @pytest.mark.parametrize("method,params", [("ddim", {}), ("cads", {"tau1": 0.3, "tau2": 0.8}), ("cfgpp", {})])
@@ -25,7 +25,9 @@ def test_image_k_identical_for_batch_sizes_1_2_3(tiny_sd, method, params):
                                  guidance_scale=3.0 if method != "cfgpp" else 0.7, method=method,
                                  output_type="latent", **params).latents)
         got = torch.cat(parts)
-        assert torch.allclose(got, full, atol=1e-5, rtol=0), (bs, (got - full).abs().max())
+        # Same draws per image; float kernels may round differently with the batch size (latents of magnitude
+        # ~7 then differ by ~1e-5). A wrong draw would differ by O(1).
+        assert torch.allclose(got, full, atol=1e-4, rtol=1e-5), (bs, (got - full).abs().max())
 
 
 def test_initial_latent_matches_diffusers_randn_tensor():
@@ -150,7 +152,7 @@ def test_timestep_pairs_end_with_final_alpha(tiny_sd):
 
 
 def test_v_prediction_conversion_consistent():
-    from minority.models import Denoiser
+    from minority.pipelines.loading import Denoiser
 
     ac = torch.linspace(0.99, 0.01, 1000)
     d = Denoiser(torch.nn.Linear(1, 1), ac, "v_prediction")

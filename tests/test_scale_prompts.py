@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from minority.cli import main
+from minority.cli.main import main
 from minority.errors import MinorityError
-from minority.prompts import config_fields, detect_format, read_prompts_file, select_records
+from minority.runs.prompts import config_fields, detect_format, read_prompts_file, select_records
 
 
 def _coco(path, captions):

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from minority.cli import main
+from minority.cli.main import main
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_resume_redoes_whole_prompt_groups(tiny_sd_dir, tmp_path, capsys):
 
 
 def test_ctrl_c_stops_after_batch_with_resume_hint(tiny_sd_dir, tmp_path, capsys, monkeypatch):
-    from minority.pipeline import MinorityPipeline
+    from minority.pipelines.text2image import MinorityPipeline
 
     real = MinorityPipeline.__call__
     calls = []
@@ -140,7 +140,7 @@ def test_ctrl_c_stops_after_batch_with_resume_hint(tiny_sd_dir, tmp_path, capsys
 
 
 def test_disk_full_names_path_and_keeps_earlier_outputs(tiny_sd_dir, tmp_path, capsys, monkeypatch):
-    import minority.io as mio
+    import minority.runs.io as mio
 
     real_fsync, count = mio.os.fsync, []
 

@@ -7,10 +7,10 @@ import json
 
 import torch
 
-from minority.cli import build_parser, main
-from minority.launch import accelerate_command, argv_from_args
-from minority.manifest import merge, read_entries, shard_path
-from minority.sharding import Job, make_batches, plan_jobs, shard_units, work_units
+from minority.cli.main import build_parser, main
+from minority.runs.launch import accelerate_command, argv_from_args
+from minority.runs.manifest import merge, read_entries, shard_path
+from minority.runs.sharding import Job, make_batches, plan_jobs, shard_units, work_units
 
 
 def test_plan_jobs_with_item_seeds():

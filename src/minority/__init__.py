@@ -4,11 +4,11 @@ MinorityPrompt (Um & Ye, CVPR 2025) and SGMS (Um & Ye, ECCV 2024) on diffusers m
 baselines (DDIM, null-prompt, CADS, CFG++) and the papers' evaluation suite.
 """
 
-from .errors import MinorityError
-from .methods import all_methods, get_method, register_method
-from .models import Components, Denoiser, load_components
-from .pipeline import MinorityOutput, MinorityPipeline, MinorityPromptPipeline
-from .pixel import PixelPipeline, load_pipeline
+from minority.errors import MinorityError
+from minority.methods.base import all_methods, get_method, register_method
+from minority.pipelines.loading import Components, Denoiser, load_components
+from minority.pipelines.pixel import PixelPipeline, load_pipeline
+from minority.pipelines.text2image import MinorityOutput, MinorityPipeline, MinorityPromptPipeline
 
 __version__ = "0.1.0"
 

@@ -117,7 +117,7 @@ def tiny_clip_dir(tmp_path_factory):
     """A tiny random CLIPModel (real CLIP tokenizer, logit scale 100) saved like a hub folder."""
     from transformers import CLIPConfig, CLIPModel
 
-    from minority.clip_vocab import load_clip_tokenizer
+    from minority.pipelines.clip_vocab import load_clip_tokenizer
 
     folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
     tok = load_clip_tokenizer(folder)

@@ -152,8 +152,8 @@ def test_cli_runs_and_shows_defaults(tmp_path, gen_dir, ref_dir, pixel_extractor
 
 
 def test_likelihood_of_a_tiny_latent_model_from_the_manifest(tmp_path, imgs):
-    tiny = pytest.importorskip("minority.tiny")
-    pytest.importorskip("minority.models")
+    tiny = pytest.importorskip("minority.pipelines.tiny")
+    pytest.importorskip("minority.pipelines.loading")
     sd = tiny.build_tiny_sd(tmp_path / "sd", family="sd")
     gen = imgs.generation(tmp_path / "gen", ["a sneaker"], 2)
     rows = [json.loads(line) for line in (gen / "manifest.jsonl").read_text().splitlines()]
@@ -164,13 +164,13 @@ def test_likelihood_of_a_tiny_latent_model_from_the_manifest(tmp_path, imgs):
 
 
 def test_minority_score_metric_matches_the_score_function(tiny_sd_dir, tmp_path):
-    """`minority-score` in evaluate equals minority.sgms.minority_score on the same latents and seeds."""
+    """`minority-score` in evaluate equals minority.methods.sgms.minority_score on the same latents and seeds."""
     import torch
 
-    from minority.generate import GenerateConfig, run_generate
+    from minority.methods.sgms import l2_distance, minority_score
     from minority.metrics import evaluate
-    from minority.pixel import load_pipeline
-    from minority.sgms import l2_distance, minority_score
+    from minority.pipelines.pixel import load_pipeline
+    from minority.runs.generate import GenerateConfig, run_generate
 
     out = run_generate(GenerateConfig(prompts=("a bag",), model=str(tiny_sd_dir), seeds=(0, 1), steps=2,
                                       out=str(tmp_path / "g")), progress=False)
@@ -200,7 +200,7 @@ def test_minority_score_metric_matches_the_score_function(tiny_sd_dir, tmp_path)
 def test_likelihood_is_cached_by_weights_settings_and_images(tmp_path, imgs, monkeypatch):
     """A second evaluation of the same images under the same weights and solver settings reuses the per-image
     bits/dim without integrating; other settings, seeds or weights integrate again."""
-    tiny = pytest.importorskip("minority.tiny")
+    tiny = pytest.importorskip("minority.pipelines.tiny")
     from minority.metrics import likelihood as lik_mod
 
     sd = tiny.build_tiny_sd(tmp_path / "sd", family="sd")

@@ -177,7 +177,7 @@ def test_registry_and_classifier_wrapping(tmp_path):
 
 
 def test_fashion_classifier_loader(tmp_path):
-    clf = pytest.importorskip("minority.training.classifier")
+    clf = pytest.importorskip("minority.nets.fashion_classifier")
     torch.manual_seed(0)
     model = clf.FashionClassifier(clf.ClassifierConfig(channels=(4, 8), feature_dim=16)).eval()
     folder = clf.save_classifier(model, tmp_path / "clf")

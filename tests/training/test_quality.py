@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minority.cli import main
+from minority.cli.main import main
 from minority.metrics.features import FeatureExtractor, register_extractor
 from minority.training.quality import format_quality, measure_quality
 

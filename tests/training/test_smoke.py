@@ -87,7 +87,7 @@ def test_ddpm_folder_loads(trained):
 
 
 def test_classifier_api(trained):
-    from minority.training.classifier import load_classifier
+    from minority.nets.fashion_classifier import load_classifier
 
     clf = load_classifier(_export(trained, "fashion-classifier"))
     gray, rgb = torch.rand(3, 1, 32, 32) * 2 - 1, torch.rand(3, 3, 64, 64) * 2 - 1

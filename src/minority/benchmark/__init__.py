@@ -10,9 +10,9 @@ PNG plots, labelled grids and ``benchmark.json``; ``minority report OUT`` render
     benchmark(BenchmarkConfig("mp-table1", out="outputs/t1", quick=True))
 """
 
-from .config import BenchmarkConfig, Plan, resolve
-from .protocols import PROTOCOLS, Arm, EvalGroup, Protocol, Size, get_protocol
-from .runner import benchmark
+from minority.benchmark.config import BenchmarkConfig, Plan, resolve
+from minority.benchmark.protocols import PROTOCOLS, Arm, EvalGroup, Protocol, Size, get_protocol
+from minority.benchmark.runner import benchmark
 
 __all__ = ["PROTOCOLS", "Arm", "BenchmarkConfig", "EvalGroup", "Plan", "Protocol", "Size", "benchmark",
            "get_protocol", "resolve"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import MinorityError
-from ..metrics.cli import key_value as _key_value  # noqa: E402  (one KEY=VALUE parser for every command)
-from .config import BenchmarkConfig
-from .protocols import PROTOCOLS
+from minority.benchmark.config import BenchmarkConfig
+from minority.benchmark.protocols import PROTOCOLS
+from minority.errors import MinorityError
+from minority.metrics.cli import key_value as _key_value  # noqa: E402  (one KEY=VALUE parser for every command)
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
 
 def run_benchmark(args: argparse.Namespace) -> int:
     """Run ``minority benchmark`` from parsed arguments; prints where the results are; returns 0."""
-    from .runner import benchmark
+    from minority.benchmark.runner import benchmark
 
     cfg = config_from_args(args)
     if "likelihood_fn" in cfg.settings:

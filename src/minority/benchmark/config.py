@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..errors import MinorityError
-from ..seeds import parse_seeds
-from .protocols import Arm, Protocol, get_protocol, reference_spec
+from minority.benchmark.protocols import Arm, Protocol, get_protocol, reference_spec
+from minority.errors import MinorityError
+from minority.runs.seeds import parse_seeds
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Plan:
 
 def method_params(method: str) -> set[str]:
     """Hyperparameter names of ``method``."""
-    from ..methods import get_method
+    from minority.methods.base import get_method
 
     return {f.name for f in dataclasses.fields(get_method(method).config)}
 
@@ -108,7 +108,7 @@ def parse_seed_option(text: str | None, default: int) -> list[int]:
 
 def resolve(cfg: BenchmarkConfig) -> Plan:
     """Fill the protocol's defaults into ``cfg`` (quick or full size)."""
-    from ..models import default_model
+    from minority.pipelines.loading import default_model
 
     cfg.validate()
     p = get_protocol(cfg.protocol)
@@ -138,6 +138,6 @@ def resolve(cfg: BenchmarkConfig) -> Plan:
 
 
 def _pixel_arms(p: Protocol) -> tuple[Arm, ...]:
-    from .protocols import PIXEL_PERF_ARMS
+    from minority.benchmark.protocols import PIXEL_PERF_ARMS
 
     return PIXEL_PERF_ARMS if p.kind == "perf" else ()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import MinorityError
-from ..grid import labelled_grid
-from ..io import read_jsonl
+from minority.errors import MinorityError
+from minority.runs.grid import labelled_grid
+from minority.runs.io import read_jsonl
 
 
 def _key(row: dict) -> tuple:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MinorityError
-from ..generate import image_name, resolve_device
-from ..io import append_jsonl, save_image_atomic
-from ..metrics.stats import summarize
-from .config import Plan
-from .protocols import PIXEL_PERF_ARMS, Arm, class_prompts
+from minority.benchmark.config import Plan
+from minority.benchmark.protocols import PIXEL_PERF_ARMS, Arm, class_prompts
+from minority.errors import MinorityError
+from minority.metrics.stats import summarize
+from minority.runs.generate import image_name, resolve_device
+from minority.runs.io import append_jsonl, save_image_atomic
 
 log = logging.getLogger("minority")
 
@@ -118,7 +118,7 @@ class PeakMemory:
 
 
 def _call(pipe, items: list, seeds: list[int], arm: Arm, params: dict, steps, guidance):
-    from ..pixel import PixelPipeline
+    from minority.pipelines.pixel import PixelPipeline
 
     kw = dict(method=arm.method, num_inference_steps=steps, guidance_scale=guidance, seeds=seeds, **params)
     if isinstance(pipe, PixelPipeline):
@@ -166,8 +166,8 @@ def slug(text: str) -> str:
 
 def run_perf(plan: Plan) -> tuple[list[dict], dict]:
     """Run the perf protocol on every backbone of ``plan``; returns (rows, details for ``benchmark.json``)."""
-    from ..methods import get_method
-    from ..pixel import PixelPipeline, load_pipeline
+    from minority.methods.base import get_method
+    from minority.pipelines.pixel import PixelPipeline, load_pipeline
 
     cfg = plan.config
     device = resolve_device(cfg.device)

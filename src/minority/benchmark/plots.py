@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .tables import HEADERS
+from minority.benchmark.tables import HEADERS
 
 
 def _plt():

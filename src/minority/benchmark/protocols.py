@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 FASHION_CLASS_NAMES: tuple[str, ...] = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
@@ -73,7 +73,7 @@ class Protocol:
         arms: the compared methods, in table order (the first is the baseline of ratios).
         groups: evaluations (empty for ``perf``).
         full, quick: sizes.
-        default_model: ``None`` = :func:`minority.models.default_model`.
+        default_model: ``None`` = :func:`minority.pipelines.loading.default_model`.
         optional_metrics: added to the first group when their models are available (``clipscore``).
         notes: lines printed under the table.
     """
@@ -201,7 +201,7 @@ def get_protocol(name: str) -> Protocol:
 def class_prompts(n: int) -> list[str]:
     """The first ``n`` Fashion-MNIST class prompts ("a photo of a t-shirt", ...)."""
     try:
-        from ..data.captions import class_prompts as _captions
+        from minority.data.captions import class_prompts as _captions
 
         prompts = _captions("a photo of {a}")
     except ImportError:

@@ -13,13 +13,13 @@ import math
 import time
 from pathlib import Path
 
-from ..errors import MinorityError
-from ..generate import GenerateConfig, resolve_device, run_generate
-from ..io import read_jsonl
-from .config import Plan
-from .protocols import Arm, class_prompts
-from .provenance import evaluate_command, generate_command
-from .tables import metric_cells
+from minority.benchmark.config import Plan
+from minority.benchmark.protocols import Arm, class_prompts
+from minority.benchmark.provenance import evaluate_command, generate_command
+from minority.benchmark.tables import metric_cells
+from minority.errors import MinorityError
+from minority.runs.generate import GenerateConfig, resolve_device, run_generate
+from minority.runs.io import read_jsonl
 
 log = logging.getLogger("minority")
 
@@ -46,7 +46,7 @@ def clip_available(clip_weights: str | None) -> tuple[bool, str]:
 
 def _items(pipe, plan: Plan) -> tuple[list[str], list[int]]:
     """Prompts (text models) or class labels (pixel models) of the protocol."""
-    from ..pixel import PixelPipeline
+    from minority.pipelines.pixel import PixelPipeline
 
     pixel = isinstance(pipe, PixelPipeline)
     if plan.protocol.kind == "text" and pixel:
@@ -68,7 +68,7 @@ def _items(pipe, plan: Plan) -> tuple[list[str], list[int]]:
 
 def check_sample_size(images: int, metrics_by_group: dict[str, list[str]], settings: dict) -> None:
     """Fail before generating when the k-NN metrics cannot run on ``images`` generated images per method."""
-    from ..metrics import DEFAULT_SETTINGS
+    from minority.metrics import DEFAULT_SETTINGS
 
     metrics = {m for ms in metrics_by_group.values() for m in ms}
     need = {"precision": "pr_k", "recall": "pr_k", "density": "dc_k", "coverage": "dc_k"}
@@ -95,7 +95,7 @@ def _evaluate_arm(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[st
                   clip_weights: str | None, reuse: bool) -> tuple[dict, dict]:
     """Evaluate one generation for every group (``reuse``: keep matching earlier evaluations); returns (metric
     entries by name, commands by group)."""
-    from ..metrics import evaluate
+    from minority.metrics import evaluate
 
     cfg = plan.config
     entries, commands = {}, {}
@@ -128,7 +128,7 @@ def _evaluate_arm(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[st
 def _model_metrics(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[str]], device: str, model: str) -> None:
     """``--generate-only``: compute the metrics that need the diffusion model but no reference (likelihood), so
     that their cache entries are ready for the evaluation (``--resume``) wherever it runs."""
-    from ..metrics import evaluate
+    from minority.metrics import evaluate
 
     if not any("likelihood" in ms for ms in metrics_by_group.values()):
         return
@@ -141,7 +141,7 @@ def _model_metrics(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[s
 
 def run_quality(plan: Plan) -> tuple[list[dict], dict]:
     """Run a quality protocol; returns (one result row per arm, details for ``benchmark.json``)."""
-    from ..pixel import load_pipeline
+    from minority.pipelines.pixel import load_pipeline
 
     cfg = plan.config
     model = plan.models[0]
@@ -224,7 +224,7 @@ def _generated_on(run_dir: Path) -> str | None:
 
 def per_image_values(run_dir: Path, groups: list[str]) -> dict[str, list[float]]:
     """Per-image metric columns of an arm's ``per_image.csv`` files (numbers only)."""
-    from .tables import read_csv
+    from minority.benchmark.tables import read_csv
 
     skip = {"file", "prompt", "prompt_index", "seed", "predicted_class", "prompt_class", "rarity_outside"}
     values: dict[str, list[float]] = {}

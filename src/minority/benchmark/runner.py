@@ -16,13 +16,20 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MinorityError
-from ..io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from . import plots
-from .config import BenchmarkConfig, Plan, resolve
-from .grids import comparison_grid
-from .provenance import invoked_command, versions
-from .tables import HEADERS, format_value, markdown_table, metric_columns, metrics_markdown, write_csv
+from minority.benchmark import plots
+from minority.benchmark.config import BenchmarkConfig, Plan, resolve
+from minority.benchmark.grids import comparison_grid
+from minority.benchmark.provenance import invoked_command, versions
+from minority.benchmark.tables import (
+    HEADERS,
+    format_value,
+    markdown_table,
+    metric_columns,
+    metrics_markdown,
+    write_csv,
+)
+from minority.errors import MinorityError
+from minority.runs.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 
 log = logging.getLogger("minority")
 
@@ -60,11 +67,11 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
     t0 = time.perf_counter()
     try:
         if plan.protocol.kind == "perf":
-            from .perf import run_perf
+            from minority.benchmark.perf import run_perf
 
             rows, details = run_perf(plan)
         else:
-            from .quality import run_quality
+            from minority.benchmark.quality import run_quality
 
             rows, details = run_quality(plan)
             if cfg.generate_only:
@@ -91,7 +98,7 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
 
 def canonical_command(cfg: BenchmarkConfig, plan: Plan) -> str:
     """A ``minority benchmark`` command with every resolved value explicit (reproduces the run)."""
-    from .provenance import setting_word, shell_join
+    from minority.benchmark.provenance import setting_word, shell_join
 
     words = ["minority", "benchmark", cfg.protocol, "--out", plan.out, "--model", ",".join(plan.models),
              "--prompts", str(plan.prompts), "--seeds", ",".join(map(str, plan.seeds))]
@@ -175,7 +182,7 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     images = []
     plots.metric_bars(rows, metrics, out / "metrics.png", title)
     images.append(("Metrics with 95% CIs", "metrics.png"))
-    from .quality import per_image_values
+    from minority.benchmark.quality import per_image_values
 
     groups = [g.name for g in p.groups]
     per_arm = {a.name: per_image_values(Path(details["arms"][a.name]["folder"]), groups) for a in plan.arms}
@@ -265,7 +272,7 @@ def _write_perf(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
 
 
 def _slug(text: str) -> str:
-    from .perf import slug
+    from minority.benchmark.perf import slug
 
     return slug(text)
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..io import atomic_write_bytes
+from minority.runs.io import atomic_write_bytes
 
 # Paper-style column headers; ↑/↓ = better for quality metrics, "↑ rarer" = higher means more minority-like.
 HEADERS = {

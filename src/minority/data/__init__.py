@@ -1,7 +1,7 @@
 """Datasets: Fashion-MNIST (idx files) and its text captions."""
 
-from .captions import CLASS_NAMES, caption_for, class_prompts, make_captions
-from .fashion_mnist import (
+from minority.data.captions import CLASS_NAMES, caption_for, class_prompts, make_captions
+from minority.data.fashion_mnist import (
     DEFAULT_FASHION_MNIST_DIR,
     FashionMNIST,
     find_fashion_mnist,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 CLASS_NAMES: tuple[str, ...] = (
     "t-shirt",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_ENV = "MINORITY_FASHION_MNIST"

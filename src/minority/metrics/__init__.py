@@ -15,23 +15,42 @@ references: :func:`open_reference`, :func:`register_dataset`, :func:`select_mino
 pipeline: :func:`evaluate` (CLI: ``minority evaluate``, see :mod:`minority.metrics.cli`).
 """
 
-from .cache import FeatureCache
-from .diversity import group_similarity, in_batch_similarity
-from .evaluate import DEFAULT_METRICS, DEFAULT_SETTINGS, METRICS, evaluate, format_table, write_reports
-from .features import FeatureExtractor, extract_features, list_extractors, load_extractor, register_extractor
-from .frechet import feature_stats, frechet_distance, frechet_distance_from_stats, kid, mmd2_unbiased
-from .images import ImageSet, array_image_set, clean_resize, open_image_folder
-from .knn import avgknn, knn, knn_radii, lof, rarity
-from .likelihood import (
+from minority.metrics.cache import FeatureCache
+from minority.metrics.diversity import group_similarity, in_batch_similarity
+from minority.metrics.evaluate import (
+    DEFAULT_METRICS,
+    DEFAULT_SETTINGS,
+    METRICS,
+    evaluate,
+    format_table,
+    write_reports,
+)
+from minority.metrics.features import (
+    FeatureExtractor,
+    extract_features,
+    list_extractors,
+    load_extractor,
+    register_extractor,
+)
+from minority.metrics.frechet import (
+    feature_stats,
+    frechet_distance,
+    frechet_distance_from_stats,
+    kid,
+    mmd2_unbiased,
+)
+from minority.metrics.images import ImageSet, array_image_set, clean_resize, open_image_folder
+from minority.metrics.knn import avgknn, knn, knn_radii, lof, rarity
+from minority.metrics.likelihood import (
     continuous_alpha_bar,
     likelihood_for_pipeline,
     pf_ode_bits_per_dim,
     pf_ode_log_likelihood,
 )
-from .prdc import density_coverage, manifold_scores, prdc, precision_recall
-from .references import open_reference, register_dataset, select_minority
-from .stats import summarize
-from .text_alignment import class_agreement, clip_score, pick_score, prompt_class
+from minority.metrics.prdc import density_coverage, manifold_scores, prdc, precision_recall
+from minority.metrics.references import open_reference, register_dataset, select_minority
+from minority.metrics.stats import summarize
+from minority.metrics.text_alignment import class_agreement, clip_score, pick_score, prompt_class
 
 __all__ = [
     "DEFAULT_METRICS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 
 def as_features(x, name: str = "features") -> torch.Tensor:

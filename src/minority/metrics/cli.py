@@ -11,8 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import MinorityError
-from .evaluate import DEFAULT_METRICS, DEFAULT_SETTINGS, METRICS, evaluate, format_table, output_paths
+from minority.errors import MinorityError
+from minority.metrics.evaluate import (
+    DEFAULT_METRICS,
+    DEFAULT_SETTINGS,
+    METRICS,
+    evaluate,
+    format_table,
+    output_paths,
+)
 
 
 def key_value(text: str) -> tuple[str, object]:

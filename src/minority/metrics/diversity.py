@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import NamedTuple
 
-from ..errors import MinorityError
-from .arrays import as_features
+from minority.errors import MinorityError
+from minority.metrics.arrays import as_features
 
 
 def group_similarity(features) -> float:

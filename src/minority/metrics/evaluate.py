@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MinorityError
-from .cache import FeatureCache, state_digest
-from .diversity import in_batch_similarity
-from .features import FeatureExtractor, extract_features, load_extractor
-from .frechet import frechet_distance, kid
-from .images import BadImageError, ImageSet, open_image_folder
-from .knn import avgknn, avgknn_self, lof, rarity
-from .prdc import manifold_scores
-from .references import open_reference, top_fraction
-from .stats import summarize
-from .text_alignment import class_agreement, clip_score, pick_score, prompt_class
+from minority.errors import MinorityError
+from minority.metrics.cache import FeatureCache, state_digest
+from minority.metrics.diversity import in_batch_similarity
+from minority.metrics.features import FeatureExtractor, extract_features, load_extractor
+from minority.metrics.frechet import frechet_distance, kid
+from minority.metrics.images import BadImageError, ImageSet, open_image_folder
+from minority.metrics.knn import avgknn, avgknn_self, lof, rarity
+from minority.metrics.prdc import manifold_scores
+from minority.metrics.references import open_reference, top_fraction
+from minority.metrics.stats import summarize
+from minority.metrics.text_alignment import class_agreement, clip_score, pick_score, prompt_class
 
 log = logging.getLogger("minority")
 
@@ -392,7 +392,7 @@ def _row_class(row: dict, synonyms) -> int | None:
 
 def _fashion_synonyms():
     try:
-        from ..data.captions import SYNONYMS
+        from minority.data.captions import SYNONYMS
     except ImportError:
         return None
     return [[noun for noun, _ in group] for group in SYNONYMS]
@@ -412,7 +412,7 @@ def _alignment(ext: FeatureExtractor, logits: np.ndarray, rows: list[dict]):
 
 
 def _imagereward(run: _Run, gen: ImageSet) -> np.ndarray:
-    from .extractors.imagereward import load_imagereward
+    from minority.metrics.extractors.imagereward import load_imagereward
 
     scorer = load_imagereward(run.s["imagereward_weights"], run.device)
     vals = np.full(len(gen), np.nan)
@@ -425,7 +425,7 @@ def _imagereward(run: _Run, gen: ImageSet) -> np.ndarray:
 
 def _likelihood(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
     """Per-image bits/dim from ``likelihood_fn`` or a diffusers model (``likelihood_model``/manifest model)."""
-    from .likelihood import likelihood_for_pipeline
+    from minority.metrics.likelihood import likelihood_for_pipeline
 
     s = run.s
     fn = s["likelihood_fn"]
@@ -473,11 +473,11 @@ def _likelihood_cache_key(run: _Run, gen: ImageSet, info: dict) -> str | None:
 
 
 def _minority_score(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
-    """Per-image minority score (:func:`minority.sgms.minority_score`) under ``minority_score_model`` or the
+    """Per-image minority score (:func:`minority.methods.sgms.minority_score`) under ``minority_score_model`` or the
     manifest's model; each image's draws come from a generator seeded with its seed."""
-    from ..conditioning import Conditioning
-    from ..pixel import PixelPipeline, load_pipeline
-    from ..sgms import get_distance, minority_score
+    from minority.core.conditioning import Conditioning
+    from minority.methods.sgms import get_distance, minority_score
+    from minority.pipelines.pixel import PixelPipeline, load_pipeline
 
     s = run.s
     model = s["minority_score_model"] or next((m.get("model") for m in gen.meta if m.get("model")), None)
@@ -515,11 +515,11 @@ def _minority_score(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
 
 
 def _pipeline_likelihood_fn(model: str, run: _Run, likelihood_for_pipeline):
-    """Wrap a diffusers model loaded by :func:`minority.models.load_components` into a likelihood function."""
+    """Wrap a diffusers model loaded by :func:`minority.pipelines.loading.load_components` into a likelihood function."""
     try:
-        from ..models import load_components
+        from minority.pipelines.loading import load_components
     except ImportError as exc:
-        raise MinorityError("likelihood with a model id needs minority.models; pass likelihood_fn=callable instead") from exc
+        raise MinorityError("likelihood with a model id needs minority.pipelines.loading; pass likelihood_fn=callable instead") from exc
     comps = load_components(model, device=run.device)
     s = run.s
     unet = comps.unet

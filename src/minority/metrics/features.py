@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MinorityError
-from .cache import FeatureCache, state_digest
-from .images import BadImageError, ImageSet, clean_resize
+from minority.errors import MinorityError
+from minority.metrics.cache import FeatureCache, state_digest
+from minority.metrics.images import BadImageError, ImageSet, clean_resize
 
 log = logging.getLogger("minority")
 
@@ -94,7 +94,7 @@ def _ensure_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from .extractors import register_builtin_extractors
+        from minority.metrics.extractors import register_builtin_extractors
 
         register_builtin_extractors()
 
@@ -118,7 +118,7 @@ def load_extractor(
     if isinstance(spec, FeatureExtractor):
         return spec.to(device).eval()
     if isinstance(spec, nn.Module):
-        from .extractors.classifier import ClassifierExtractor
+        from minority.metrics.extractors.classifier import ClassifierExtractor
 
         return ClassifierExtractor(spec).to(device).eval()
     _ensure_builtins()

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..errors import MinorityError
-from .arrays import as_features, as_pair
+from minority.errors import MinorityError
+from minority.metrics.arrays import as_features, as_pair
 
 
 class FeatureStats(NamedTuple):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 MANIFEST_NAME = "manifest.jsonl"

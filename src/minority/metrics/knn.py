@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from .arrays import as_features, as_pair, check_k
+from minority.metrics.arrays import as_features, as_pair, check_k
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # distance-matrix entries per chunk (128 MiB in float64)
 

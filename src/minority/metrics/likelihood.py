@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-from .arrays import as_pair, check_k
-from .knn import DEFAULT_MAX_ELEMENTS, iter_distance_chunks, knn_radii
+from minority.metrics.arrays import as_pair, check_k
+from minority.metrics.knn import DEFAULT_MAX_ELEMENTS, iter_distance_chunks, knn_radii
 
 
 class ManifoldScores(NamedTuple):

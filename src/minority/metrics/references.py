@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MinorityError
-from .images import ImageSet, array_image_set, open_image_folder
-from .knn import avgknn_self
+from minority.errors import MinorityError
+from minority.metrics.images import ImageSet, array_image_set, open_image_folder
+from minority.metrics.knn import avgknn_self
 
 DatasetLoader = Callable[..., tuple[np.ndarray, "np.ndarray | None"]]
 _DATASETS: dict[str, tuple[DatasetLoader, dict]] = {}
@@ -41,7 +41,7 @@ def register_dataset(name: str, loader: DatasetLoader, defaults: dict | None = N
 
 def _fashion_mnist(split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        from ..data.fashion_mnist import load_fashion_mnist
+        from minority.data.fashion_mnist import load_fashion_mnist
     except ImportError as exc:
         raise MinorityError("the Fashion-MNIST reader (minority.data) is not installed: pass a reference folder") from exc
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import MinorityError
-from .arrays import as_pair
+from minority.errors import MinorityError
+from minority.metrics.arrays import as_pair
 
 
 def cosine(image_embeds, text_embeds) -> torch.Tensor:

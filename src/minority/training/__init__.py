@@ -1,5 +1,5 @@
 """Training of the embedded offline models (``minority train``) and their registry."""
 
-from .registry import EmbeddedModel, embedded_models, resolve_embedded
+from minority.embedded import EmbeddedModel, embedded_models, resolve_embedded
 
 __all__ = ["EmbeddedModel", "embedded_models", "resolve_embedded"]

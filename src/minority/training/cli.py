@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MinorityError
-from .registry import ASSETS_DIR, MODEL_NAMES
+from minority.embedded import ASSETS_DIR, MODEL_NAMES
+from minority.errors import MinorityError
 
 DEFAULT_RUNS_DIR = Path("runs")
 # flags that may override a saved config when resuming (argparse default None = not given)
@@ -66,15 +66,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def _recipe(name: str):
     """(config class, default config, tiny config, train function) of model ``name``."""
     if name == "fashion-classifier":
-        from . import train_classifier as m
+        from minority.training import train_classifier as m
 
         return m.ClassifierTrainConfig, m.ClassifierTrainConfig(), m.tiny_config(), m.train_classifier
     if name == "fashion-ddpm":
-        from . import train_ddpm as m
+        from minority.training import train_ddpm as m
 
         return m.DDPMTrainConfig, m.DDPMTrainConfig(), m.tiny_config(), m.train_ddpm
     if name == "fashion-sd":
-        from . import train_sd as m
+        from minority.training import train_sd as m
 
         return m.SDTrainConfig, m.SDTrainConfig(), m.tiny_config(), m.train_sd
     raise MinorityError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
@@ -95,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg_path = out / "config.json"
         if not cfg_path.is_file():
             raise MinorityError(f"--resume given but {cfg_path} does not exist: start without --resume")
-        from .common import config_from_dict
+        from minority.training.common import config_from_dict
 
         config = config_from_dict(cls, json.loads(cfg_path.read_text()))
     else:

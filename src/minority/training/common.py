@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -380,7 +380,7 @@ def start_training(config, run_dir: str | Path, *, data_dir: str | Path | None, 
 
     Returns ``(device, data, x_train, y_train, run)``.
     """
-    from ..data import load_fashion_mnist, to_model_input
+    from minority.data import load_fashion_mnist, to_model_input
 
     dev = select_device(device)
     torch.manual_seed(config.seed)
@@ -395,7 +395,7 @@ def start_training(config, run_dir: str | Path, *, data_dir: str | Path | None, 
 
 def update_model_index(folder: str | Path, **entries) -> None:
     """Add ``entries`` (e.g. ``minority_defaults={"guidance": 3.0}``, ``null_class_label=10``) to the exported
-    folder's ``model_index.json``: how :func:`minority.models.load_components` learns a model's own defaults."""
+    folder's ``model_index.json``: how :func:`minority.pipelines.loading.load_components` learns a model's own defaults."""
     import json
 
     path = Path(folder) / "model_index.json"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 log = logging.getLogger("minority")
 
@@ -33,7 +33,7 @@ REFERENCE = "fashion-mnist:test"
 
 
 def _class_names() -> list[str]:
-    from ..data.captions import CLASS_NAMES
+    from minority.data.captions import CLASS_NAMES
 
     return list(CLASS_NAMES)
 
@@ -42,10 +42,10 @@ def _real_fd(reference: str, train_images: int, batch_size: int, data_dir, featu
     """Fréchet distance between the first ``train_images`` real training images (Fashion-MNIST's order is already
     random; the same set as the reference spec ``fashion-mnist:train:limit=N``, so cached features are shared)
     and ``reference``."""
-    from ..metrics.cache import FeatureCache, default_cache_dir
-    from ..metrics.features import extract_features, load_extractor
-    from ..metrics.frechet import frechet_distance
-    from ..metrics.references import open_reference
+    from minority.metrics.cache import FeatureCache, default_cache_dir
+    from minority.metrics.features import extract_features, load_extractor
+    from minority.metrics.frechet import frechet_distance
+    from minority.metrics.references import open_reference
 
     train, _ = open_reference("fashion-mnist:train", data_dir)
     ref, _ = open_reference(reference, data_dir)
@@ -69,8 +69,8 @@ def _per_class(per_image: list[dict], n_classes: int) -> list[float]:
 def _grid(samples: Path, names: list[str], seeds: list[int], path: Path, title: str) -> None:
     from PIL import Image
 
-    from ..grid import labelled_grid
-    from ..io import read_jsonl
+    from minority.runs.grid import labelled_grid
+    from minority.runs.io import read_jsonl
 
     entries = read_jsonl(samples / "manifest.jsonl")
     by = {}
@@ -101,9 +101,9 @@ def measure_quality(model: str, out: str | Path, seeds: int = 20, steps: int | N
     Returns:
         The ``quality.json`` dictionary.
     """
-    from ..generate import GenerateConfig, run_generate
-    from ..metrics import evaluate
-    from ..pixel import PixelPipeline, load_pipeline
+    from minority.metrics import evaluate
+    from minority.pipelines.pixel import PixelPipeline, load_pipeline
+    from minority.runs.generate import GenerateConfig, run_generate
 
     if seeds < 2:
         raise MinorityError(f"--seeds must be >= 2 (got {seeds}): the Fréchet distance needs several samples per class.")

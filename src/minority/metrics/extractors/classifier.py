@@ -1,6 +1,6 @@
 """Classifier-backed extractors: any module with ``features(x)`` and ``forward(x) -> logits``.
 
-The project's Fashion-MNIST classifier (``minority.training.classifier``) takes images in [-1, 1],
+The project's Fashion-MNIST classifier (``minority.nets.fashion_classifier``) takes images in [-1, 1],
 ``(B, 1, 32, 32)`` or ``(B, 3, H, W)``, returns logits from ``forward`` and penultimate features from
 ``features``. :class:`ClassifierExtractor` adapts such a module: images are resized (clean-fid bicubic) to
 ``input_size`` and scaled to [-1, 1] as 3-channel RGB; the module converts to gray itself.
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...errors import MinorityError
-from ..features import FeatureExtractor
+from minority.errors import MinorityError
+from minority.metrics.features import FeatureExtractor
 
 
 class ClassifierExtractor(FeatureExtractor):
@@ -58,11 +58,11 @@ class ClassifierExtractor(FeatureExtractor):
 def load_fashion_classifier(weights: str | Path | None = None, device: str | torch.device = "cpu") -> ClassifierExtractor:
     """Registry loader of ``fashion-classifier``: the embedded classifier, or the folder ``weights``."""
     try:
-        from ...data.captions import CLASS_NAMES, SYNONYMS
-        from ...training.classifier import load_classifier
+        from minority.data.captions import CLASS_NAMES, SYNONYMS
+        from minority.nets.fashion_classifier import load_classifier
     except ImportError as exc:
         raise MinorityError(
-            "the fashion-classifier code (minority.training.classifier) is not available in this install: "
+            "the fashion-classifier code (minority.nets.fashion_classifier) is not available in this install: "
             "register a loader with minority.metrics.register_extractor('fashion-classifier', loader)"
         ) from exc
     model = load_classifier(weights, device=device)

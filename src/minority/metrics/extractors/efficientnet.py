@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...errors import MinorityError
-from ..features import FeatureExtractor
+from minority.errors import MinorityError
+from minority.metrics.features import FeatureExtractor
 
 MEAN, STD = 127.0, 128.0
 SPATIAL_BLOCK = 10  # last block of the 112-channel stage (stride 16)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ...errors import MinorityError
-from ..features import FeatureExtractor
+from minority.errors import MinorityError
+from minority.metrics.features import FeatureExtractor
 
 HUB_IDS = {
     "clip-vit-l14": "openai/clip-vit-large-patch14",

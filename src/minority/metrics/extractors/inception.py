@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import MinorityError
-from ..features import FeatureExtractor
+from minority.errors import MinorityError
+from minority.metrics.features import FeatureExtractor
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_HINT = (

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .conditioning import Conditioning
-from .models import Denoiser, Prediction
-from .rng import randn_per_sample
+from minority.core.conditioning import Conditioning
+from minority.core.rng import randn_per_sample
+from minority.pipelines.loading import Denoiser, Prediction
 
 
 @dataclass
@@ -201,7 +201,7 @@ def sample(
         denoiser: model adapter.
         z: initial sample z_T ``(B, C, h, w)``.
         cond, uncond: conditioning of the two CFG branches (``uncond`` may be None at w = 1).
-        pairs: ``[(t, t_next), ...]`` from :func:`minority.schedules.timestep_pairs`.
+        pairs: ``[(t, t_next), ...]`` from :func:`minority.core.schedules.timestep_pairs`.
         guidance: w (CFG) or λ (CFG++).
         generators: one CPU generator per sample.
         solver: ``"ddim"``, ``"cfgpp"`` or a callable ``(ctx, pred_cond, pred_uncond) -> z_next``.

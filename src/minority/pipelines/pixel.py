@@ -12,18 +12,18 @@ from collections.abc import Sequence
 
 import torch
 
-from .conditioning import Conditioning
-from .errors import MinorityError
-from .methods import MethodContext, get_method, make_config
-from .models import Components, load_components
-from .pipeline import MinorityOutput, _per_sample_records, to_output
-from .rng import make_generators, randn_per_sample
-from .sampling import sample
-from .schedules import timestep_pairs
+from minority.core.conditioning import Conditioning
+from minority.core.rng import make_generators, randn_per_sample
+from minority.core.sampling import sample
+from minority.core.schedules import timestep_pairs
+from minority.errors import MinorityError
+from minority.methods.base import MethodContext, get_method, make_config
+from minority.pipelines.loading import Components, load_components
+from minority.pipelines.text2image import MinorityOutput, _per_sample_records, to_output
 
 
 class PixelPipeline:
-    """Samplers for a pixel-space model (:class:`minority.models.Components` with ``family="pixel"``)."""
+    """Samplers for a pixel-space model (:class:`minority.pipelines.loading.Components` with ``family="pixel"``)."""
 
     default_method = "ancestral"
 
@@ -174,8 +174,8 @@ class PixelPipeline:
 def load_pipeline(model: str | None = None, *, lightning_unet: str | None = None, device="cpu",
                   torch_dtype: torch.dtype = torch.float32):
     """:class:`MinorityPipeline` for text-to-image models, :class:`PixelPipeline` for pixel-space ones."""
-    from .models import default_model
-    from .pipeline import MinorityPipeline
+    from minority.pipelines.loading import default_model
+    from minority.pipelines.text2image import MinorityPipeline
 
     comps = load_components(model or default_model(), lightning_unet=lightning_unet, device=device, dtype=torch_dtype)
     return PixelPipeline(comps) if comps.family == "pixel" else MinorityPipeline(comps)

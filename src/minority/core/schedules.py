@@ -8,7 +8,7 @@ diffusers' DDIM does.
 
 from __future__ import annotations
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 
 def timestep_pairs(scheduler, steps: int) -> list[tuple[int, int]]:

@@ -3,7 +3,7 @@
 ``generate(...)`` is the Python twin of ``minority generate``; both build a frozen :class:`GenerateConfig` and
 write it as ``config.json`` beside the outputs. Runs are crash-safe and resumable (each image is renamed into
 place before its manifest line is appended; ``resume=True`` redoes exactly the missing or damaged images) and
-shard over processes started by ``accelerate launch`` (:mod:`minority.sharding`, :mod:`minority.distributed`):
+shard over processes started by ``accelerate launch`` (:mod:`minority.runs.sharding`, :mod:`minority.runs.distributed`):
 process r writes ``manifest.rank{r}.jsonl``, the main process merges the shards into ``manifest.jsonl``.
 """
 
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from .distributed import ProcessContext, process_context, resolve_device
-from .errors import MinorityError
-from .io import (
+from minority.errors import MinorityError
+from minority.methods.base import get_method, make_config
+from minority.runs.distributed import ProcessContext, process_context, resolve_device
+from minority.runs.io import (
     OutputWriteError,
     append_jsonl,
     atomic_write_bytes,
@@ -27,7 +28,7 @@ from .io import (
     ensure_writable_dir,
     save_image_atomic,
 )
-from .manifest import (
+from minority.runs.manifest import (
     clean_temp_files,
     entry_complete,
     has_results,
@@ -37,11 +38,10 @@ from .manifest import (
     remove_shards,
     shard_path,
 )
-from .methods import get_method, make_config
-from .progress import GenerateResult, OverallProgress, ProcessLog
-from .resume import check_compatible, read_config
-from .sharding import Job, make_batches, plan_jobs, shard_units, work_units
-from .signals import graceful_stop
+from minority.runs.progress import GenerateResult, OverallProgress, ProcessLog
+from minority.runs.resume import check_compatible, read_config
+from minority.runs.sharding import Job, make_batches, plan_jobs, shard_units, work_units
+from minority.runs.signals import graceful_stop
 
 log = logging.getLogger("minority")
 
@@ -149,7 +149,7 @@ def _negative(cfg: GenerateConfig, plan: _Plan, job: Job) -> str | None:
 
 def _plan(cfg: GenerateConfig, pipe) -> _Plan:
     """Items, jobs and resolved settings; validates the inputs against the loaded model (no files touched)."""
-    from .pixel import PixelPipeline
+    from minority.pipelines.pixel import PixelPipeline
 
     method = get_method(cfg.method)
     pixel = isinstance(pipe, PixelPipeline)
@@ -293,11 +293,11 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
         progress: draw the overall progress bar (main process).
         resume_command: the command that finishes an interrupted run (shown in messages).
     """
-    from .pixel import load_pipeline
+    from minority.pipelines.pixel import load_pipeline
 
     t_start = time.perf_counter()
     if cfg.deterministic:
-        from .rng import use_deterministic_kernels
+        from minority.core.rng import use_deterministic_kernels
 
         use_deterministic_kernels()
     ctx: ProcessContext = process_context(cfg.device)

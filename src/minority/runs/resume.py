@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 #: config.json keys that must be equal, with the flag that sets each (for the error message).
 COMPARED = {

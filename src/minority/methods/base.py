@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 
 def param(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -37,7 +37,7 @@ class MethodContext:
     """What a method sees when it builds its hooks.
 
     Attributes:
-        components: the loaded model (:class:`minority.models.Components`).
+        components: the loaded model (:class:`minority.pipelines.loading.Components`).
         prompts: one prompt per sample (B,) — or class-label strings for pixel models.
         negative_prompts: per-sample negative prompts or None.
         seeds: per-sample seeds.
@@ -91,7 +91,7 @@ class Method:
 
 
 _METHODS: dict[str, Method] = {}
-_PLUGINS = ("minority.prompt_opt", "minority.sgms")
+_PLUGINS = ("minority.methods.minority_prompt", "minority.methods.sgms")
 
 
 def register_method(method: Method) -> Method:
@@ -165,7 +165,7 @@ class CADSConfig(MethodConfig):
 
 
 def _cads_hooks(cfg: CADSConfig, ctx: MethodContext) -> list:
-    from .cads import CADSHook
+    from minority.methods.cads import CADSHook
 
     return [CADSHook(cfg.tau1, cfg.tau2, cfg.noise_scale, cfg.psi, cfg.rescale, cfg.both_branches)]
 

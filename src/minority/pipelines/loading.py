@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .conditioning import Conditioning
-from .errors import MinorityError
+from minority.core.conditioning import Conditioning
+from minority.errors import MinorityError
 
 log = logging.getLogger("minority")
 
@@ -170,7 +170,7 @@ class Components:
         return Denoiser(self.unet, s.alphas_cumprod, s.config.prediction_type, float(final))
 
     def prompt_encoder(self):
-        from .text import PromptEncoder
+        from minority.core.text import PromptEncoder
 
         return PromptEncoder(self.tokenizers, self.text_encoders, xl=self.family.startswith("sdxl"),
                              force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt)
@@ -234,7 +234,7 @@ def cache_dir() -> Path:
 def default_model() -> str:
     """``fashion-sd`` once the embedded model ships; until then the tiny random SD pipeline."""
     try:
-        from .training.registry import resolve_embedded
+        from minority.embedded import resolve_embedded
 
         if resolve_embedded("fashion-sd") is not None:
             return "fashion-sd"
@@ -248,13 +248,13 @@ def resolve_model(name: str) -> tuple[str, str]:
     if name in TINY_RANDOM:
         folder = cache_dir() / name
         if not (folder / "model_index.json").is_file():
-            from .tiny import build_tiny_sd
+            from minority.pipelines.tiny import build_tiny_sd
 
             log.warning("Building the tiny RANDOMLY INITIALISED pipeline %r in %s (noise-like images).", name, folder)
             build_tiny_sd(folder, family=TINY_RANDOM[name])
         return str(folder), "tiny"
     try:  # embedded models trained and shipped by this project (issue "Embedded offline models")
-        from .training.registry import resolve_embedded  # noqa: PLC0415
+        from minority.embedded import resolve_embedded  # noqa: PLC0415
 
         path = resolve_embedded(name)
         if path is not None:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .conditioning import Conditioning
-from .errors import MinorityError
-from .methods import MethodContext, get_method, make_config
-from .models import Components, components_from_pipe, default_model, load_components
-from .rng import make_generators, randn_per_sample
-from .sampling import needs_uncond, sample
-from .schedules import timestep_pairs
+from minority.core.conditioning import Conditioning
+from minority.core.rng import make_generators, randn_per_sample
+from minority.core.sampling import needs_uncond, sample
+from minority.core.schedules import timestep_pairs
+from minority.errors import MinorityError
+from minority.methods.base import MethodContext, get_method, make_config
+from minority.pipelines.loading import Components, components_from_pipe, default_model, load_components
 
 log = logging.getLogger("minority")
 
@@ -82,7 +82,7 @@ class MinorityPipeline:
     """Minority-focused and baseline samplers on a Stable Diffusion (SD 1.x/2.x/SDXL/-Lightning) model.
 
     Args:
-        components: loaded model (:func:`minority.models.load_components`).
+        components: loaded model (:func:`minority.pipelines.loading.load_components`).
     """
 
     default_method = "ddim"

@@ -3,7 +3,7 @@
 They are real diffusers folders (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ...) saved as
 safetensors, loaded by exactly the same code as hub checkpoints. Used by the test suite, by the
 performance benchmarks, and by ``make run`` as a stand-in until the embedded trained models exist.
-They use the real CLIP tokenizer (built offline, :mod:`minority.clip_vocab`).
+They use the real CLIP tokenizer (built offline, :mod:`minority.pipelines.clip_vocab`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .clip_vocab import write_clip_tokenizer_files
+from minority.pipelines.clip_vocab import write_clip_tokenizer_files
 
 
 def _text_encoder(vocab_size: int, hidden: int, projection: bool, seed: int):

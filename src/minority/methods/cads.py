@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .conditioning import Conditioning
-from .rng import randn_per_sample
-from .sampling import Hook, StepContext
+from minority.core.conditioning import Conditioning
+from minority.core.rng import randn_per_sample
+from minority.core.sampling import Hook, StepContext
 
 
 def cads_gamma(tau: float, tau1: float, tau2: float) -> float:

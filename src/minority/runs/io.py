@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 
 class OutputWriteError(MinorityError):

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .conditioning import Conditioning
-from .errors import MinorityError
-from .methods import Method, MethodConfig, MethodContext, param, register_method
-from .models import Denoiser
-from .rng import randn_per_sample
-from .sampling import Hook, StepContext, posterior_variance
+from minority.core.conditioning import Conditioning
+from minority.core.rng import randn_per_sample
+from minority.core.sampling import Hook, StepContext, posterior_variance
+from minority.errors import MinorityError
+from minority.methods.base import Method, MethodConfig, MethodContext, param, register_method
+from minority.pipelines.loading import Denoiser
 
 log = logging.getLogger("minority")
 
@@ -60,7 +60,7 @@ class EnetLPIPS(torch.nn.Module):
 
     def __init__(self, size: int = 64):
         super().__init__()
-        from .metrics.extractors.efficientnet import EfficientNetLite0
+        from minority.metrics.extractors.efficientnet import EfficientNetLite0
 
         self.net = EfficientNetLite0().net
         self.net.requires_grad_(False).eval()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .conditioning import Conditioning
+from minority.core.conditioning import Conditioning
 
 log = logging.getLogger("minority")
 

@@ -13,7 +13,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 CLIP_VOCAB_SIZE = 49408

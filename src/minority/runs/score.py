@@ -2,7 +2,7 @@
 
 Each image x0 (pixel models: resized to the model's size, in [−1, 1]; latent models: encoded by the VAE)
 gets E_ε d(x0, x̂0(√ᾱ_p x0 + √(1−ᾱ_p) ε)) with p = perturb·T — the reconstruction loss that SGMS guides
-with (:func:`minority.sgms.reconstruction_loss`). High scores mark unique, low-density samples.
+with (:func:`minority.methods.sgms.reconstruction_loss`). High scores mark unique, low-density samples.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .conditioning import Conditioning
-from .errors import MinorityError
-from .io import atomic_write_bytes
-from .rng import make_generators
-from .sgms import get_distance, minority_score
+from minority.core.conditioning import Conditioning
+from minority.core.rng import make_generators
+from minority.errors import MinorityError
+from minority.methods.sgms import get_distance, minority_score
+from minority.runs.io import atomic_write_bytes
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -49,7 +49,7 @@ def score_images(images: str | Path, model: str, out: str | Path, perturb: float
                  mc_samples: int = 4, batch_size: int = 16, seed: int = 0, class_label: int | None = None,
                  prompt: str = "", device: str = "cpu") -> Path:
     """Write ``out`` (CSV: file, score, rank) for every image under ``images``; returns the CSV path."""
-    from .pixel import PixelPipeline, load_pipeline
+    from minority.pipelines.pixel import PixelPipeline, load_pipeline
 
     if not 0 < perturb < 1:
         raise MinorityError(f"perturb must be in (0, 1) (got {perturb}).")

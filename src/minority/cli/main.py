@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import sys
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 log = logging.getLogger("minority")
 
@@ -45,7 +45,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> dict[str, str]:
     A name shared by several methods (e.g. ``perturb``) gets one flag whose default is the method's own;
     its help lists each method's default. Returns ``{dest: field name}``.
     """
-    from .methods import all_methods
+    from minority.methods.base import all_methods
 
     fields: dict[str, list] = {}
     for m in all_methods().values():
@@ -107,8 +107,8 @@ def _number_or_string(v: str):
 
 
 def _add_generate(sub) -> None:
-    from .methods import all_methods
-    from .models import FAMILY_DEFAULTS
+    from minority.methods.base import all_methods
+    from minority.pipelines.loading import FAMILY_DEFAULTS
 
     methods = all_methods()
     p = sub.add_parser(
@@ -166,12 +166,12 @@ def _run_generate(args) -> int:
     import os
     import shlex
 
-    from .distributed import launched_distributed
-    from .generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
-    from .launch import argv_from_args, launch_processes
-    from .methods import get_method
-    from .prompts import config_fields, read_prompts_file
-    from .seeds import parse_seeds
+    from minority.methods.base import get_method
+    from minority.runs.distributed import launched_distributed
+    from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
+    from minority.runs.launch import argv_from_args, launch_processes
+    from minority.runs.prompts import config_fields, read_prompts_file
+    from minority.runs.seeds import parse_seeds
 
     parser = args.generate_parser
     if args.num_processes < 1:
@@ -236,7 +236,7 @@ def _add_models(sub) -> None:
 
 def _run_models(args) -> int:
     try:
-        from .training.registry import embedded_models
+        from minority.embedded import embedded_models
     except ImportError:
         embedded_models = list
     rows = embedded_models()
@@ -262,8 +262,8 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from .demo import run_demo
-    from .seeds import parse_seeds
+    from minority.runs.demo import run_demo
+    from minority.runs.seeds import parse_seeds
 
     run_demo(out=args.out, model=args.model, seeds=parse_seeds(args.seeds), steps=args.steps)
     return 0
@@ -288,7 +288,7 @@ def _add_score(sub) -> None:
 
 
 def _run_score(args) -> int:
-    from .score import score_images
+    from minority.runs.score import score_images
 
     out = score_images(args.images, args.model, args.out, perturb=args.perturb, distance=args.distance,
                        mc_samples=args.mc_samples, batch_size=args.batch_size, seed=args.seed,
@@ -327,7 +327,7 @@ def _quiet_libraries() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from minority import __version__
 
     parser = Parser(prog="minority", formatter_class=HelpFormatter,
                                      description="Minority-focused sampling for diffusion models (MinorityPrompt, SGMS).")
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "add_quality_arguments", "run_quality_command")
     _add_optional(sub, "minority.benchmark.cli", "benchmark", "re-run the papers' tables and performance protocols",
                   "add_benchmark_arguments", "run_benchmark")
-    _add_optional(sub, "minority.report", "report", "one self-contained HTML page from benchmark/generate outputs",
+    _add_optional(sub, "minority.benchmark.report", "report", "one self-contained HTML page from benchmark/generate outputs",
                   "add_report_arguments", "run_report")
     return parser
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import MinorityError
+from minority.errors import MinorityError
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -94,7 +94,7 @@ def save_classifier(model: FashionClassifier, folder: str | Path, dtype: torch.d
 def load_classifier(folder: str | Path | None = None, device: torch.device | str = "cpu") -> FashionClassifier:
     """Load a classifier folder (default: the embedded ``fashion-classifier``) in eval mode, float32."""
     if folder is None:
-        from .registry import resolve_embedded
+        from minority.embedded import resolve_embedded
 
         folder = resolve_embedded("fashion-classifier")
         if folder is None:

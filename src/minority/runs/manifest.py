@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .io import atomic_write_bytes, image_file_ok, jsonl_bytes, read_jsonl
+from minority.runs.io import atomic_write_bytes, image_file_ok, jsonl_bytes, read_jsonl
 
 MANIFEST = "manifest.jsonl"
 _SHARD_RE = re.compile(r"^manifest\.rank(\d+)\.jsonl$")

@@ -2,7 +2,7 @@
 
 ``accelerate launch --cpu`` starts a single process (multi-CPU needs MPI), so the processes are always started
 with accelerate's torchrun launcher (``--multi_gpu``); on a machine without CUDA (or with ``--device cpu``) each
-process then joins a gloo group on the CPU (:func:`minority.distributed.process_context`).
+process then joins a gloo group on the CPU (:func:`minority.runs.distributed.process_context`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 
 def argv_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, drop: tuple[str, ...] = ()) -> list[str]:

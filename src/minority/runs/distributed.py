@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 log = logging.getLogger("minority")
 

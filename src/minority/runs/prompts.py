@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 JSONL_KEYS = ("prompt", "seed", "negative_prompt", "class_label", "id")
 FORMATS = ("text", "jsonl", "coco")
@@ -171,7 +171,7 @@ def read_prompts_file(path: str | Path, *, limit: int | None = None, offset: int
 
 
 def config_fields(records: list[PromptRecord], prompts: tuple[str, ...] = (), class_labels: tuple = ()) -> dict:
-    """:class:`~minority.generate.GenerateConfig` fields for command-line ``prompts`` / ``class_labels`` followed
+    """:class:`~minority.runs.generate.GenerateConfig` fields for command-line ``prompts`` / ``class_labels`` followed
     by file ``records``: the items plus per-item overrides (empty tuples when no record has one)."""
     text = not records or records[0].prompt is not None
     if text:

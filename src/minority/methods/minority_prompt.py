@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .conditioning import Conditioning
-from .errors import MinorityError
-from .methods import Method, MethodConfig, MethodContext, param, register_method
-from .models import Denoiser
-from .rng import randn_per_sample
-from .sampling import Hook, StepContext, cfg_eps, tweedie
-from .schedules import annealed_perturb_timestep
-from .text import PromptEncoder, TokenOverride
+from minority.core.conditioning import Conditioning
+from minority.core.rng import randn_per_sample
+from minority.core.sampling import Hook, StepContext, cfg_eps, tweedie
+from minority.core.schedules import annealed_perturb_timestep
+from minority.core.text import PromptEncoder, TokenOverride
+from minority.errors import MinorityError
+from minority.methods.base import Method, MethodConfig, MethodContext, param, register_method
+from minority.pipelines.loading import Denoiser
 
 log = logging.getLogger("minority")
 
@@ -50,7 +50,7 @@ def insert_placeholders(tokenizer, prompts: list[str], num_tokens: int, position
     """Token ids ``(B, model_max_length)`` of ``prompts`` with ``num_tokens`` placeholder ids inserted.
 
     The placeholder ids are ``marker, marker+1, ...`` (outside the vocabulary; the text encoder's lookup is
-    spliced, see :class:`minority.text.TokenOverride`). ``position="end"`` puts them right before the
+    spliced, see :class:`minority.core.text.TokenOverride`). ``position="end"`` puts them right before the
     end-of-text token, ``"start"`` right after the start token — exactly where the tokenizer would put an
     added token written at the end / start of the prompt.
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 
 def parse_seeds(spec: str) -> list[int]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "models"
 MODEL_NAMES: tuple[str, ...] = ("fashion-sd", "fashion-ddpm", "fashion-classifier")
 Kind = Literal["sd", "ddpm", "classifier"]
 

@@ -27,7 +27,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import MinorityError
+from minority.errors import MinorityError
 
 MAX_DEPTH = 3
 
@@ -280,7 +280,7 @@ def evaluation_section(path: Path) -> Section:
 
 def generation_section(folder: Path, max_images: int, thumb: int) -> Section:
     """A ``minority generate`` folder: settings, command, gallery, per-image timing and any evaluations inside."""
-    from .io import read_jsonl
+    from minority.runs.io import read_jsonl
 
     rows = read_jsonl(folder / "manifest.jsonl")
     cfg = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
@@ -338,7 +338,7 @@ def find_sections(root: Path, max_images: int = 24, thumb: int = 96) -> list[Sec
 
 def render(sections: list[Section], title: str, command: str | None) -> str:
     """The whole HTML page."""
-    from .benchmark.provenance import versions
+    from minority.benchmark.provenance import versions
 
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     toc = "".join(f"<li><a href='#s{i}'>{esc(s.title)}</a></li>" for i, s in enumerate(sections))
@@ -381,7 +381,7 @@ def build_report(dirs: list[str | Path], out: str | Path | None = None, title: s
         sections += found
     first = Path(dirs[0]).expanduser()
     path = Path(out) if out else (first if first.is_dir() else first.parent) / "report.html"
-    from .io import atomic_write_bytes
+    from minority.runs.io import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, render(sections, title, command).encode("utf-8"))
@@ -404,7 +404,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_report(args: argparse.Namespace) -> int:
     """Run ``minority report`` from parsed arguments; prints the path of the page; returns 0."""
-    from .benchmark.provenance import invoked_command
+    from minority.benchmark.provenance import invoked_command
 
     path = build_report(args.dirs, args.out, args.title, args.max_images, args.thumb, command=invoked_command())
     print(f"Wrote {path}")
