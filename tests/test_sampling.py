@@ -152,7 +152,7 @@ def test_timestep_pairs_end_with_final_alpha(tiny_sd):
 
 
 def test_v_prediction_conversion_consistent():
-    from minority.pipelines.loading import Denoiser
+    from minority.core.denoiser import Denoiser
 
     ac = torch.linspace(0.99, 0.01, 1000)
     d = Denoiser(torch.nn.Linear(1, 1), ac, "v_prediction")

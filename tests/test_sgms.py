@@ -10,10 +10,10 @@ import torch
 
 from minority import MinorityError, PixelPipeline
 from minority.core.conditioning import Conditioning
+from minority.core.denoiser import Denoiser
 from minority.core.rng import make_generators, randn_per_sample
 from minority.core.sampling import StepContext
 from minority.methods.sgms import SGMSHook, l2_distance, minority_score, normalise, reconstruction_loss
-from minority.pipelines.loading import Denoiser
 
 
 def _pixel_folder(path, learned: bool, classes: int | None = None, null: int | None = None):

@@ -4,9 +4,11 @@ MinorityPrompt (Um & Ye, CVPR 2025) and SGMS (Um & Ye, ECCV 2024) on diffusers m
 baselines (DDIM, null-prompt, CADS, CFG++) and the papers' evaluation suite.
 """
 
+from minority.core.denoiser import Denoiser
 from minority.errors import MinorityError
 from minority.methods.base import all_methods, get_method, register_method
-from minority.pipelines.loading import Components, Denoiser, load_components
+from minority.pipelines.components import Components
+from minority.pipelines.loading import load_components
 from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.pipelines.text2image import MinorityOutput, MinorityPipeline, MinorityPromptPipeline
 

@@ -108,7 +108,7 @@ def _number_or_string(v: str):
 
 def _add_generate(sub) -> None:
     from minority.methods.base import all_methods
-    from minority.pipelines.loading import FAMILY_DEFAULTS
+    from minority.pipelines.components import FAMILY_DEFAULTS
 
     methods = all_methods()
     p = sub.add_parser(

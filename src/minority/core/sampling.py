@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from minority.core.conditioning import Conditioning
+from minority.core.denoiser import Denoiser, Prediction
 from minority.core.rng import randn_per_sample
-from minority.pipelines.loading import Denoiser, Prediction
 
 
 @dataclass

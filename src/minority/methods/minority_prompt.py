@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 import torch
 
 from minority.core.conditioning import Conditioning
+from minority.core.denoiser import Denoiser
 from minority.core.rng import randn_per_sample
 from minority.core.sampling import Hook, StepContext, cfg_eps, tweedie
 from minority.core.schedules import annealed_perturb_timestep
 from minority.core.text import PromptEncoder, TokenOverride
 from minority.errors import MinorityError
 from minority.methods.base import Method, MethodConfig, MethodContext, param, register_method
-from minority.pipelines.loading import Denoiser
 
 log = logging.getLogger("minority")
 

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from minority.core.conditioning import Conditioning
+from minority.core.denoiser import Denoiser
 from minority.core.rng import randn_per_sample
 from minority.core.sampling import Hook, StepContext, posterior_variance
 from minority.errors import MinorityError
 from minority.methods.base import Method, MethodConfig, MethodContext, param, register_method
-from minority.pipelines.loading import Denoiser
 
 log = logging.getLogger("minority")
 

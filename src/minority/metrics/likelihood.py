@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from minority.core.denoiser import encode_with_vae, to_eps_x0
 from minority.errors import MinorityError
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -226,29 +227,15 @@ def pf_ode_bits_per_dim(
 
 
 def eps_from_model_output(out: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
-    """Convert a UNet output to ε̂ for ``prediction_type`` epsilon / v_prediction / sample.
-
-    ``alpha_bar (B,)`` is ᾱ at each sample's (continuous) timestep.
-    """
+    """ε̂ of a UNet output for ``prediction_type`` (:func:`minority.core.denoiser.to_eps_x0`); ``alpha_bar (B,)``
+    is ᾱ at each sample's (continuous) timestep."""
     a = alpha_bar.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
-    if prediction_type == "epsilon":
-        return out
-    if prediction_type == "v_prediction":
-        return a.sqrt() * out + (1 - a).sqrt() * x
-    if prediction_type == "sample":
-        return (x - a.sqrt() * out) / (1 - a).sqrt()
-    raise MinorityError(f"unsupported prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
+    return to_eps_x0(out, x, a, prediction_type)[0]
 
 
 def encode_latents(images: torch.Tensor, vae) -> torch.Tensor:
-    """Images ``(B, 3, H, W)`` in [-1, 1] -> scaled VAE latents (posterior mean, ``shift_factor`` and
-    ``scaling_factor`` from ``vae.config``)."""
-    cfg = vae.config
-    p = next(vae.parameters())
-    z = vae.encode(images.to(device=p.device, dtype=p.dtype)).latent_dist.mean
-    if getattr(cfg, "shift_factor", None):
-        z = z - cfg.shift_factor
-    return z * cfg.scaling_factor
+    """Images ``(B, 3, H, W)`` in [-1, 1] -> scaled VAE latents (:func:`minority.core.denoiser.encode_with_vae`)."""
+    return encode_with_vae(vae, images)
 
 
 def likelihood_for_pipeline(

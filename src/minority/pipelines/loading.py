@@ -1,9 +1,8 @@
-"""Model loading and the denoiser adapter.
+"""Model loading: hub ids, local diffusers folders, embedded models and the tiny random pipelines.
 
-:func:`load_components` returns ready, frozen components for any diffusers Stable Diffusion checkpoint
-(hub id or local folder; SD 1.x, SD 2.x epsilon / v-prediction, SDXL, SDXL-Lightning) or a pixel-space
-``UNet2DModel`` checkpoint. :class:`Denoiser` wraps a UNet and converts its output (epsilon, v or
-sample prediction) into (ε̂, ẑ0) in exactly one place.
+:func:`load_components` returns ready, frozen :class:`~minority.pipelines.components.Components` for any
+diffusers Stable Diffusion checkpoint (SD 1.x, SD 2.x epsilon / v-prediction, SDXL, SDXL-Lightning) or a
+pixel-space ``UNet2DModel`` checkpoint.
 """
 
 from __future__ import annotations
@@ -11,209 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from minority.core.conditioning import Conditioning
 from minority.errors import MinorityError
+from minority.pipelines.components import Components
 
 log = logging.getLogger("minority")
-
-# Per-family sampling defaults (MP §4.1; SPEC §3.1).
-FAMILY_DEFAULTS = {
-    "sd": {"steps": 50, "guidance": 7.5},
-    "sdxl": {"steps": 50, "guidance": 5.0},
-    "sdxl-lightning": {"steps": 4, "guidance": 1.0},
-    "pixel": {"steps": 250, "guidance": 1.0},
-}
-
-
-@dataclass
-class Prediction:
-    """Denoiser output for a batch: noise estimate ε̂ and Tweedie estimate ẑ0 = (z − √(1−ᾱ) ε̂)/√ᾱ,
-    both ``(B, C, H, W)``; ``var_values`` ``(B, C, H, W)`` for learned-variance models (else ``None``)."""
-
-    eps: torch.Tensor
-    x0: torch.Tensor
-    var_values: torch.Tensor | None = None
-
-
-class Denoiser:
-    """Uniform interface over a diffusers UNet: ``denoiser(z, t, cond) -> Prediction``.
-
-    Args:
-        unet: ``UNet2DConditionModel`` (text) or ``UNet2DModel`` (pixel).
-        alphas_cumprod: ᾱ table ``(T_train,)`` of the scheduler (used as float64).
-        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
-        final_alpha_cumprod: ᾱ used for the step after the last timestep (t_next = -1).
-    """
-
-    def __init__(self, unet, alphas_cumprod: torch.Tensor, prediction_type: str, final_alpha_cumprod: float = 1.0):
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise MinorityError(f"Unsupported prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample.")
-        self.unet = unet
-        self.alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float64)
-        self.prediction_type = prediction_type
-        self.final_alpha_cumprod = float(final_alpha_cumprod)
-        self.num_train_timesteps = len(self.alphas_cumprod)
-        self.calls = 0  # number of UNet forward calls (batched CFG counts once)
-        self.samples_evaluated = 0  # number of per-sample evaluations (CFG counts 2 per image)
-        cfg = getattr(unet, "config", None)
-        self.in_channels = int(getattr(cfg, "in_channels", 4))
-        self.learned_variance = int(getattr(cfg, "out_channels", self.in_channels)) == 2 * self.in_channels
-        self.is_text = hasattr(cfg, "cross_attention_dim") and cfg.cross_attention_dim is not None
-
-    def alpha(self, t: int) -> float:
-        """ᾱ_t (float64 Python float); ``t < 0`` gives ``final_alpha_cumprod``."""
-        return self.final_alpha_cumprod if t < 0 else float(self.alphas_cumprod[int(t)])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    def raw(self, z: torch.Tensor, t: int, cond: Conditioning) -> torch.Tensor:
-        """One UNet forward on a batch; returns the raw model output ``(B, C_out, H, W)``."""
-        self.calls += 1
-        self.samples_evaluated += z.shape[0]
-        tt = torch.tensor(int(t), device=z.device)
-        z = z.to(self.dtype)
-        if self.is_text:
-            added = None
-            if cond.pooled is not None:
-                added = {"text_embeds": cond.pooled.to(self.dtype), "time_ids": cond.time_ids.to(self.dtype)}
-            return self.unet(z, tt, encoder_hidden_states=cond.embeds.to(self.dtype), added_cond_kwargs=added).sample
-        return self.unet(z, tt, class_labels=cond.class_labels).sample
-
-    def convert(self, z: torch.Tensor, t: int, out: torch.Tensor) -> Prediction:
-        """Convert a raw model output to (ε̂, ẑ0) according to ``prediction_type`` (the one place)."""
-        var_values = None
-        if self.learned_variance:
-            out, var_values = out.split(self.in_channels, dim=1)
-        a = self.alpha(t)
-        sa, s1a = a**0.5, (1.0 - a) ** 0.5
-        out = out.to(z.dtype)
-        if self.prediction_type == "epsilon":
-            eps = out
-            x0 = (z - s1a * eps) / sa
-        elif self.prediction_type == "v_prediction":
-            x0 = sa * z - s1a * out
-            eps = sa * out + s1a * z
-        else:
-            x0 = out
-            eps = (z - sa * x0) / s1a
-        return Prediction(eps=eps, x0=x0, var_values=var_values)
-
-    def __call__(self, z: torch.Tensor, t: int, cond: Conditioning) -> Prediction:
-        """ε̂, ẑ0 of ``z`` ``(B, C, H, W)`` at integer timestep ``t`` under ``cond`` (differentiable)."""
-        return self.convert(z, t, self.raw(z, t, cond))
-
-
-@dataclass
-class Components:
-    """Everything a sampler needs, frozen (``requires_grad_(False)``) and in eval mode.
-
-    Attributes:
-        family: ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-lightning"`` or ``"pixel"``.
-        unet, scheduler: the denoising network and a scheduler carrying its ᾱ table and spacing.
-        vae: ``AutoencoderKL`` (latent models) or ``None`` (pixel models).
-        tokenizers, text_encoders: one (SD) or two (SDXL) each; empty for pixel models.
-        name: what the user asked for (hub id, folder or embedded name).
-    """
-
-    family: str
-    unet: torch.nn.Module
-    scheduler: object
-    vae: torch.nn.Module | None = None
-    tokenizers: list = field(default_factory=list)
-    text_encoders: list = field(default_factory=list)
-    name: str = ""
-    force_zeros_for_empty_prompt: bool = False
-    source: str = ""
-    null_class_label: int | None = None
-    model_defaults: dict = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def is_latent(self) -> bool:
-        return self.vae is not None
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
-
-    @property
-    def default_size(self) -> int:
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
-
-    @property
-    def defaults(self) -> dict:
-        """Sampling defaults: the family's (SD 50 steps / w 7.5, Lightning 4 / 1, ...), overridden by the
-        model folder's ``minority_defaults`` in ``model_index.json`` (the embedded models declare theirs)."""
-        return {**FAMILY_DEFAULTS[self.family], **self.model_defaults}
-
-    def denoiser(self) -> Denoiser:
-        s = self.scheduler
-        final = getattr(s, "final_alpha_cumprod", torch.tensor(1.0))
-        return Denoiser(self.unet, s.alphas_cumprod, s.config.prediction_type, float(final))
-
-    def prompt_encoder(self):
-        from minority.core.text import PromptEncoder
-
-        return PromptEncoder(self.tokenizers, self.text_encoders, xl=self.family.startswith("sdxl"),
-                             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt)
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [m for m in [self.unet, self.vae, *self.text_encoders] if m is not None]
-
-    def freeze(self) -> Components:
-        for m in self.modules():
-            m.requires_grad_(False)
-            m.eval()
-        return self
-
-    def to(self, device=None, dtype=None) -> Components:
-        for m in self.modules():
-            m.to(device=device, dtype=dtype)
-        if self.vae is not None and dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
-            self.vae.to(torch.float32)  # SDXL's VAE overflows in fp16 (as diffusers' upcast)
-        return self
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (or pixels) ``(B, C, h, w)`` -> images in [0, 1], ``(B, 3|1, H, W)`` float32."""
-        if self.vae is None:
-            x = z
-        else:
-            cfg = self.vae.config
-            z = z.to(next(self.vae.parameters()).dtype) / cfg.scaling_factor
-            if getattr(cfg, "shift_factor", None):
-                z = z + cfg.shift_factor
-            x = self.vae.decode(z).sample
-        return (x.float() / 2 + 0.5).clamp(0, 1)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] ``(B, 3, H, W)`` -> latents ``(B, C, h, w)`` (posterior mean, scaled)."""
-        if self.vae is None:
-            return images * 2 - 1
-        cfg = self.vae.config
-        x = (images * 2 - 1).to(next(self.vae.parameters()).dtype)
-        z = self.vae.encode(x).latent_dist.mean
-        if getattr(cfg, "shift_factor", None):
-            z = z - cfg.shift_factor
-        return z * cfg.scaling_factor
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading

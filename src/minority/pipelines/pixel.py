@@ -18,7 +18,8 @@ from minority.core.sampling import sample
 from minority.core.schedules import timestep_pairs
 from minority.errors import MinorityError
 from minority.methods.base import MethodContext, get_method, make_config
-from minority.pipelines.loading import Components, load_components
+from minority.pipelines.components import Components
+from minority.pipelines.loading import load_components
 from minority.pipelines.text2image import MinorityOutput, _per_sample_records, to_output
 
 

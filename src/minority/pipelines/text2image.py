@@ -24,7 +24,8 @@ from minority.core.sampling import needs_uncond, sample
 from minority.core.schedules import timestep_pairs
 from minority.errors import MinorityError
 from minority.methods.base import MethodContext, get_method, make_config
-from minority.pipelines.loading import Components, components_from_pipe, default_model, load_components
+from minority.pipelines.components import Components
+from minority.pipelines.loading import components_from_pipe, default_model, load_components
 
 log = logging.getLogger("minority")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from minority.core.denoiser import renoise, to_eps_x0, training_target
 from minority.training.common import (
     EMA,
     batch_indices,
@@ -171,17 +172,14 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
         t = torch.randint(0, n_t, (len(idx),), generator=gen)
         x0, noise, t, labels = x0.to(dev), noise.to(dev), t.to(dev), labels.to(dev)
         a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        xt = renoise(x0, noise, a)
         out = unet(xt, t, class_labels=labels).sample
-        if config.prediction_type == "v_prediction":
-            target = a.sqrt() * noise - (1 - a).sqrt() * x0
-        else:
-            target = noise
+        target = training_target(x0, noise, a, config.prediction_type)
         mse = F.mse_loss(out[:, :1], target)
         losses = {"loss": mse, "mse": mse}
         if config.learned_variance:
             pred = out[:, :1].detach()
-            eps = pred if config.prediction_type == "epsilon" else a.sqrt() * pred + (1 - a).sqrt() * xt
+            eps = to_eps_x0(pred, xt, a, config.prediction_type)[0]
             vlb = terms.vlb_bits(x0, xt, t, eps, out[:, 1:]).mean()
             losses = {"loss": mse + config.vlb_weight * vlb, "mse": mse, "vlb": vlb}
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,187 @@
+"""The denoiser adapter: every parametrisation conversion and the VAE, in one place.
+
+A diffusion network predicts ε (``epsilon``), v (``v_prediction``) or x0 (``sample``). With ᾱ the noise level
+of z = √ᾱ x0 + √(1−ᾱ) ε:
+
+* ε-prediction:  ẑ0 = (z − √(1−ᾱ) ε̂)/√ᾱ  (Tweedie's formula)
+* v-prediction:  ẑ0 = √ᾱ z − √(1−ᾱ) v̂,  ε̂ = √ᾱ v̂ + √(1−ᾱ) z
+* x0-prediction: ε̂ = (z − √ᾱ ẑ0)/√(1−ᾱ)
+
+:func:`to_eps_x0` and :func:`training_target` are the only implementations of these maps; the samplers, the
+likelihood (PF-ODE) and the training losses all call them. :func:`renoise` (z_s = √ᾱ_s x0 + √(1−ᾱ_s) ε) and
+:func:`clamp_level` (a fraction p of T_train as an integer timestep) are the other two shared pieces.
+:class:`Denoiser` wraps a UNet (and the VAE of latent models): ``denoiser(z, t, cond) -> Prediction``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minority.core.conditioning import Conditioning
+from minority.errors import MinorityError
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+Alpha = float | torch.Tensor  # ᾱ: a Python float, or a tensor broadcastable to z (per-sample levels)
+
+
+def _roots(alpha: Alpha) -> tuple[Alpha, Alpha]:
+    """(√ᾱ, √(1−ᾱ)) for a float or a tensor ᾱ."""
+    if isinstance(alpha, torch.Tensor):
+        return alpha.sqrt(), (1 - alpha).sqrt()
+    return alpha**0.5, (1.0 - alpha) ** 0.5
+
+
+def check_prediction_type(prediction_type: str) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise MinorityError(f"Unsupported prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample.")
+    return prediction_type
+
+
+def to_eps_x0(out: torch.Tensor, z: torch.Tensor, alpha: Alpha, prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε̂, ẑ0) from a network output ``out`` ``(B, C, H, W)`` at noisy ``z`` of level ᾱ (module docstring)."""
+    sa, s1a = _roots(alpha)
+    if prediction_type == "epsilon":
+        return out, (z - s1a * out) / sa
+    if prediction_type == "v_prediction":
+        return sa * out + s1a * z, sa * z - s1a * out
+    if prediction_type == "sample":
+        return (z - sa * out) / s1a, out
+    raise MinorityError(f"Unsupported prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample.")
+
+
+def training_target(x0: torch.Tensor, eps: torch.Tensor, alpha: Alpha, prediction_type: str) -> torch.Tensor:
+    """What the network is trained to output for z = √ᾱ x0 + √(1−ᾱ) ε: ε, v = √ᾱ ε − √(1−ᾱ) x0, or x0."""
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        sa, s1a = _roots(alpha)
+        return sa * eps - s1a * x0
+    if prediction_type == "sample":
+        return x0
+    raise MinorityError(f"Unsupported prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample.")
+
+
+def renoise(x0: torch.Tensor, eps: torch.Tensor, alpha: Alpha) -> torch.Tensor:
+    """z_s = √ᾱ_s x0 + √(1−ᾱ_s) ε: the forward process q(z_s | x0) with the given noise."""
+    sa, s1a = _roots(alpha)
+    return sa * x0 + s1a * eps
+
+
+def clamp_level(fraction: float, num_train_timesteps: int) -> int:
+    """The integer timestep round(p·T_train), clamped to [1, T_train − 1] (SGMS's and MinorityPrompt's p)."""
+    return min(max(round(float(fraction) * num_train_timesteps), 1), num_train_timesteps - 1)
+
+
+@dataclass
+class Prediction:
+    """Denoiser output for a batch: noise estimate ε̂ and Tweedie estimate ẑ0, both ``(B, C, H, W)``;
+    ``var_values`` ``(B, C, H, W)`` for learned-variance models (else ``None``)."""
+
+    eps: torch.Tensor
+    x0: torch.Tensor
+    var_values: torch.Tensor | None = None
+
+    def detach(self) -> Prediction:
+        return Prediction(self.eps.detach(), self.x0.detach(),
+                          None if self.var_values is None else self.var_values.detach())
+
+
+class Denoiser:
+    """Uniform interface over a diffusers UNet: ``denoiser(z, t, cond) -> Prediction``.
+
+    Args:
+        unet: ``UNet2DConditionModel`` (text) or ``UNet2DModel`` (pixel).
+        alphas_cumprod: ᾱ table ``(T_train,)`` of the scheduler (used as float64).
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+        final_alpha_cumprod: ᾱ used for the step after the last timestep (t_next = -1).
+        vae: ``AutoencoderKL`` of latent models (:meth:`encode` / :meth:`decode`), None for pixel models.
+    """
+
+    def __init__(self, unet, alphas_cumprod: torch.Tensor, prediction_type: str, final_alpha_cumprod: float = 1.0,
+                 vae=None):
+        self.unet = unet
+        self.vae = vae
+        self.alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float64)
+        self.prediction_type = check_prediction_type(prediction_type)
+        self.final_alpha_cumprod = float(final_alpha_cumprod)
+        self.num_train_timesteps = len(self.alphas_cumprod)
+        self.calls = 0  # number of UNet forward calls (batched CFG counts once)
+        self.samples_evaluated = 0  # number of per-sample evaluations (CFG counts 2 per image)
+        cfg = getattr(unet, "config", None)
+        self.in_channels = int(getattr(cfg, "in_channels", 4))
+        self.learned_variance = int(getattr(cfg, "out_channels", self.in_channels)) == 2 * self.in_channels
+        self.is_text = hasattr(cfg, "cross_attention_dim") and cfg.cross_attention_dim is not None
+
+    def alpha(self, t: int) -> float:
+        """ᾱ_t (float64 Python float); ``t < 0`` gives ``final_alpha_cumprod``."""
+        return self.final_alpha_cumprod if t < 0 else float(self.alphas_cumprod[int(t)])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def raw(self, z: torch.Tensor, t: int | torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One UNet forward on a batch; returns the raw model output ``(B, C_out, H, W)``."""
+        self.calls += 1
+        self.samples_evaluated += z.shape[0]
+        tt = t if isinstance(t, torch.Tensor) else torch.tensor(int(t), device=z.device)
+        z = z.to(self.dtype)
+        if self.is_text:
+            added = None
+            if cond.pooled is not None:
+                added = {"text_embeds": cond.pooled.to(self.dtype), "time_ids": cond.time_ids.to(self.dtype)}
+            return self.unet(z, tt, encoder_hidden_states=cond.embeds.to(self.dtype), added_cond_kwargs=added).sample
+        return self.unet(z, tt, class_labels=cond.class_labels).sample
+
+    def split_variance(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean output, learned-variance values or None) of a raw output."""
+        if self.learned_variance:
+            mean, var = out.split(self.in_channels, dim=1)
+            return mean, var
+        return out, None
+
+    def convert(self, z: torch.Tensor, t: int, out: torch.Tensor) -> Prediction:
+        """Convert a raw model output to (ε̂, ẑ0) according to ``prediction_type`` (:func:`to_eps_x0`)."""
+        out, var_values = self.split_variance(out)
+        eps, x0 = to_eps_x0(out.to(z.dtype), z, self.alpha(t), self.prediction_type)
+        return Prediction(eps=eps, x0=x0, var_values=var_values)
+
+    def __call__(self, z: torch.Tensor, t: int, cond: Conditioning) -> Prediction:
+        """ε̂, ẑ0 of ``z`` ``(B, C, H, W)`` at integer timestep ``t`` under ``cond`` (differentiable)."""
+        return self.convert(z, t, self.raw(z, t, cond))
+
+    # -- the data space: VAE latents of latent models, pixels in [-1, 1] of pixel models ----------------
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (or pixels) ``(B, C, h, w)`` -> images in [0, 1], ``(B, 3|1, H, W)`` float32."""
+        if self.vae is None:
+            x = z
+        else:
+            cfg = self.vae.config
+            z = z.to(next(self.vae.parameters()).dtype) / cfg.scaling_factor
+            if getattr(cfg, "shift_factor", None):
+                z = z + cfg.shift_factor
+            x = self.vae.decode(z).sample
+        return (x.float() / 2 + 0.5).clamp(0, 1)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [−1, 1] ``(B, C, H, W)`` -> the model's space: scaled VAE posterior means ``(B, c, h, w)``
+        (``shift_factor`` and ``scaling_factor`` from the VAE config), or the pixels themselves."""
+        if self.vae is None:
+            return images
+        return encode_with_vae(self.vae, images)
+
+
+def encode_with_vae(vae, images: torch.Tensor) -> torch.Tensor:
+    """Images in [−1, 1] ``(B, 3, H, W)`` -> scaled VAE latents (posterior mean) on the VAE's device/dtype."""
+    cfg = vae.config
+    p = next(vae.parameters())
+    z = vae.encode(images.to(device=p.device, dtype=p.dtype)).latent_dist.mean
+    if getattr(cfg, "shift_factor", None):
+        z = z - cfg.shift_factor
+    return z * cfg.scaling_factor

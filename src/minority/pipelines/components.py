@@ -1,0 +1,102 @@
+"""The loaded model: frozen UNet, scheduler, VAE and text encoders, with the family's sampling defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from minority.core.denoiser import Denoiser
+from minority.core.text import PromptEncoder
+
+# Per-family sampling defaults (MP §4.1; SPEC §3.1).
+FAMILY_DEFAULTS = {
+    "sd": {"steps": 50, "guidance": 7.5},
+    "sdxl": {"steps": 50, "guidance": 5.0},
+    "sdxl-lightning": {"steps": 4, "guidance": 1.0},
+    "pixel": {"steps": 250, "guidance": 1.0},
+}
+
+
+@dataclass
+class Components:
+    """Everything a sampler needs, frozen (``requires_grad_(False)``) and in eval mode.
+
+    Attributes:
+        family: ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-lightning"`` or ``"pixel"``.
+        unet, scheduler: the denoising network and a scheduler carrying its ᾱ table and spacing.
+        vae: ``AutoencoderKL`` (latent models) or ``None`` (pixel models).
+        tokenizers, text_encoders: one (SD) or two (SDXL) each; empty for pixel models.
+        name: what the user asked for (hub id, folder or embedded name).
+    """
+
+    family: str
+    unet: torch.nn.Module
+    scheduler: object
+    vae: torch.nn.Module | None = None
+    tokenizers: list = field(default_factory=list)
+    text_encoders: list = field(default_factory=list)
+    name: str = ""
+    force_zeros_for_empty_prompt: bool = False
+    source: str = ""
+    null_class_label: int | None = None
+    model_defaults: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    @property
+    def default_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def defaults(self) -> dict:
+        """Sampling defaults: the family's (SD 50 steps / w 7.5, Lightning 4 / 1, ...), overridden by the
+        model folder's ``minority_defaults`` in ``model_index.json`` (the embedded models declare theirs)."""
+        return {**FAMILY_DEFAULTS[self.family], **self.model_defaults}
+
+    def denoiser(self) -> Denoiser:
+        s = self.scheduler
+        final = getattr(s, "final_alpha_cumprod", torch.tensor(1.0))
+        return Denoiser(self.unet, s.alphas_cumprod, s.config.prediction_type, float(final), vae=self.vae)
+
+    def prompt_encoder(self) -> PromptEncoder:
+        return PromptEncoder(self.tokenizers, self.text_encoders, xl=self.family.startswith("sdxl"),
+                             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [m for m in [self.unet, self.vae, *self.text_encoders] if m is not None]
+
+    def freeze(self) -> Components:
+        for m in self.modules():
+            m.requires_grad_(False)
+            m.eval()
+        return self
+
+    def to(self, device=None, dtype=None) -> Components:
+        for m in self.modules():
+            m.to(device=device, dtype=dtype)
+        if self.vae is not None and dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+            self.vae.to(torch.float32)  # SDXL's VAE overflows in fp16 (as diffusers' upcast)
+        return self
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (or pixels) ``(B, C, h, w)`` -> images in [0, 1], ``(B, 3|1, H, W)`` float32."""
+        return self.denoiser().decode(z)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] ``(B, 3, H, W)`` -> latents ``(B, C, h, w)`` (posterior mean, scaled)."""
+        return self.denoiser().encode(images * 2 - 1)
