@@ -60,9 +60,9 @@ class EnetLPIPS(torch.nn.Module):
 
     def __init__(self, size: int = 64):
         super().__init__()
-        from minority.metrics.extractors.efficientnet import EfficientNetLite0
+        from minority.nets.efficientnet import efficientnet_lite0
 
-        self.net = EfficientNetLite0().net
+        self.net = efficientnet_lite0()
         self.net.requires_grad_(False).eval()
         self.size = size
 
