@@ -11,14 +11,14 @@ from minority.benchmark.protocols import Arm, EvalGroup, class_prompts, get_prot
 from minority.benchmark.quality import check_sample_size
 from minority.benchmark.tables import format_value, markdown_table, metric_cells
 from minority.errors import MinorityError
-from minority.methods.base import get_method, make_config
+from minority.methods import make_method
 
 
 def test_every_arm_is_a_valid_method_configuration():
     for p in PROTOCOLS.values():
         assert p.arms, p.name
         for arm in p.arms:
-            make_config(get_method(arm.method), arm.params)  # unknown params / bad choices would raise
+            make_method(arm.method, arm.params)  # unknown params / bad choices would raise
         assert len({a.slug for a in p.arms}) == len(p.arms), f"{p.name}: folder names collide"
 
 

@@ -52,9 +52,27 @@ def test_generate_same_images_regardless_of_batch_size(tiny_sd_dir, tmp_path, ca
 
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
-        main(["generate", "--help"])
+        main(["generate", "--method", "cads", "--help"])
     out = capsys.readouterr().out
     assert "(default: 0.6)" in out and "--tau1" in out and "(default: 4)" in out
+    assert "--lr" not in out and "--scale" not in out  # only the chosen method's flags
+
+
+def test_method_help_lists_only_its_flags_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--method", "sgms", "--help"])
+    out = capsys.readouterr().out
+    assert "--solver" in out and "--scale" in out and "--tau1" not in out and "--opt-steps" not in out
+    perturb = out[out.index("  --perturb PERTURB"):out.index("  --guide-every")]
+    assert perturb.count("(default") == 1 and "0.8" in perturb
+
+
+def test_sgms_solver_ancestral_on_pixel_model(tmp_path, capsys):
+    """Flags are typed by the chosen method: sgms's --solver takes ancestral (MinorityPrompt's takes ddim|cfgpp)."""
+    code = main(["generate", "--model", "fashion-ddpm", "--method", "sgms", "--solver", "ancestral", "--class-label",
+                 "3", "--steps", "2", "--seeds", "0", "--out", str(tmp_path / "s")])
+    assert code == 0
+    assert json.loads((tmp_path / "s" / "manifest.jsonl").read_text().splitlines()[0])["solver"] == "ancestral"
 
 
 def test_existing_results_not_overwritten(tiny_sd_dir, tmp_path, capsys):
@@ -74,15 +92,27 @@ def test_long_prompt_truncated_with_warning(tiny_sd, caplog):
 
 BAD = [
     (["--method", "nope"], "invalid choice"),
-    (["--steps", "0"], "--steps must be >= 1"),
-    (["--guidance", "-1"], "--guidance must be >= 0"),
+    (["--steps", "0"], "steps must be >= 1"),
+    (["--guidance", "-1"], "guidance must be >= 0"),
+    (["--guidance", "nan"], "guidance must be a finite number"),
+    (["--guidance", "inf"], "guidance must be a finite number"),
+    (["--method", "minority-prompt", "--lr", "inf"], "lr must be a finite number"),
+    (["--method", "minority-prompt", "--lr", "nan"], "lr must be a finite number"),
+    (["--method", "sgms", "--scale", "nan"], "scale must be a finite number"),
+    (["--method", "cads", "--noise-scale", "inf"], "noise_scale must be a finite number"),
+    (["--method", "cads", "--tau1", "nan"], "tau1 must be a finite number"),
+    (["--method", "sgms", "--perturb", "annealed"], "invalid float value"),
+    (["--width", "0"], "width must be >= 1"),
+    (["--height", "-32"], "height must be >= 1"),
     (["--method", "cfgpp", "--guidance", "2"], "[0, 1]"),
     (["--seeds", "5-2"], "Malformed seeds"),
     (["--seeds", "a,b"], "Malformed seeds"),
     (["--height", "17"], "multiple of"),
     (["--width", "10"], "multiple of"),
     (["--method", "cads", "--tau1", "0.95"], "tau1 <= tau2"),
-    (["--method", "ddim", "--tau1", "0.3"], "not a parameter of method 'ddim'"),
+    (["--method", "ddim", "--tau1", "0.3"], "--tau1 is not an option of method 'ddim': it belongs to cads"),
+    (["--method", "sgms", "--lr", "0.1"], "it belongs to diverse-prompt, minority-prompt"),
+    (["--no-such-flag"], "unrecognized option --no-such-flag"),
     (["--dtype", "int8"], "invalid choice"),
     (["--images-per-prompt", "0"], "must be >= 1"),
 ]

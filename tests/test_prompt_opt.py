@@ -8,17 +8,27 @@ import pytest
 import torch
 
 from minority import MinorityError, MinorityPipeline, MinorityPromptPipeline
+from minority.core.context import RunContext
 from minority.core.rng import make_generators, randn_per_sample
 from minority.core.sampling import Hook, sample
 from minority.core.schedules import timestep_pairs
 from minority.core.text import TokenOverride
+from minority.core.tokens import insert_placeholders
 from minority.methods.minority_prompt import (
     DiversityObjective,
     MinorityObjective,
+    MinorityPrompt,
     ObjectiveInputs,
     PromptOptimizer,
-    insert_placeholders,
 )
+
+
+def _optimizer(pipe, prompts, seeds, groups, cond, uncond, objective, v, steps, **hp):
+    """A PromptOptimizer at every step (opt_every=1) over a batch with given conditioning and initial token."""
+    run = RunContext(family="sd", latent=True, prompts=prompts, seeds=seeds, group_ids=groups, steps=steps,
+                     guidance=1.0, pairs=(), prompt_encoder=pipe.prompt_encoder, cond=cond, uncond=uncond,
+                     generators=make_generators(seeds))
+    return PromptOptimizer(MinorityPrompt(opt_every=1, **hp).resolved("sd"), run, objective, [v])
 
 
 def _cool(tok):
@@ -134,9 +144,7 @@ def pipe64(tiny_sd_dir):
 def _inputs(pipe, prompts, v, guidance=3.0, t=601, s=400):
     enc = pipe.prompt_encoder
     cond, uncond = enc.encode(prompts), enc.encode([""] * len(prompts))
-    opt = PromptOptimizer(enc, prompts, [0, 1], [0, 0], cond, uncond, MinorityObjective(), [v], steps=10,
-                          opt_steps=1, lr=0.01, opt_every=1, opt_window=1.0, perturb="annealed",
-                          base_prompt_between=True, token_position="end", num_tokens=1, placeholders=["a", "b"])
+    opt = _optimizer(pipe, prompts, [0, 1], [0, 0], cond, uncond, MinorityObjective(), v, steps=10, opt_steps=1)
     z = randn_per_sample(make_generators([7, 8]), (4, 8, 8)).double()
 
     def make(vv):
@@ -225,10 +233,8 @@ def test_J_increases_over_iterations(tiny_sd):
     cond, uncond = enc.encode(prompts), None
     emb = enc.text_encoders[0].get_input_embeddings().weight
     v = emb[[_cool(enc.tokenizers[0])] * 4][:, None, :].clone()
-    hook = PromptOptimizer(enc, prompts, [0, 1, 2, 3], [0, 1, 2, 3], cond, uncond,
-                           _FixedNoise(MinorityObjective(), [0, 1, 2, 3]), [v], steps=10, opt_steps=6, lr=2e-3,
-                           opt_every=1, opt_window=1.0, perturb="annealed", base_prompt_between=True,
-                           token_position="end", num_tokens=1, placeholders=list("abcd"))
+    hook = _optimizer(pipe, prompts, [0, 1, 2, 3], [0, 1, 2, 3], cond, uncond,
+                      _FixedNoise(MinorityObjective(), [0, 1, 2, 3]), v, steps=10, opt_steps=6, lr=2e-3)
     z = randn_per_sample(make_generators([0, 1, 2, 3]), (4, 8, 8))
     pairs = timestep_pairs(pipe.components.scheduler, 10)
     _, records = sample(pipe.denoiser, z, cond, None, pairs[:3], 1.0, make_generators([0, 1, 2, 3]), hooks=[hook])
@@ -251,9 +257,7 @@ def test_non_finite_objective_stops_that_image_only(tiny_sd, caplog):
     cond = enc.encode(prompts)
     emb = enc.text_encoders[0].get_input_embeddings().weight
     v = emb[[_cool(enc.tokenizers[0])] * 2][:, None, :].clone()
-    hook = PromptOptimizer(enc, prompts, [10, 11], [0, 1], cond, None, Bad(), [v], steps=4, opt_steps=2, lr=0.05,
-                           opt_every=1, opt_window=1.0, perturb="annealed", base_prompt_between=True,
-                           token_position="end", num_tokens=1, placeholders=["a", "b"])
+    hook = _optimizer(pipe, prompts, [10, 11], [0, 1], cond, None, Bad(), v, steps=4, opt_steps=2, lr=0.05)
     z = randn_per_sample(make_generators([10, 11]), (4, 8, 8))
     out, _ = sample(pipe.denoiser, z, cond, None, timestep_pairs(pipe.components.scheduler, 4), 1.0,
                     make_generators([10, 11]), hooks=[hook])

@@ -9,7 +9,7 @@ import torch
 from minority.core.rng import make_generators, randn_per_sample
 from minority.core.sampling import Hook, sample
 from minority.core.schedules import annealed_perturb_timestep, timestep_pairs
-from minority.methods.cads import CADSHook, cads_gamma, cads_noise
+from minority.methods.cads import CADS, cads_gamma, cads_noise
 
 
 @pytest.mark.parametrize("method,params", [("ddim", {}), ("cads", {"tau1": 0.3, "tau2": 0.8}), ("cfgpp", {})])
@@ -92,7 +92,7 @@ def test_cads_never_compounds(tiny_sd):
     pairs = timestep_pairs(pipe.components.scheduler, 8)
     z = randn_per_sample(make_generators([1, 2]), (4, 8, 8))
     rec = _Recorder()
-    hook = CADSHook(tau1=0.3, tau2=0.8, noise_scale=0.5, psi=0.7, rescale=True)
+    hook = CADS(tau1=0.3, tau2=0.8, noise_scale=0.5, psi=0.7, rescale=True)
     sample(pipe.denoiser, z, cond, None, pairs, 1.0, make_generators([1, 2]), hooks=[hook, rec])
     gens = make_generators([1, 2])  # fresh, as passed to sample (z was drawn elsewhere)
     for i, used in enumerate(rec.embeds):
@@ -125,7 +125,7 @@ def test_cads_sdxl_pooled_noised(tiny_sdxl):
     cond.time_ids = torch.tensor([[16.0, 16, 0, 0, 16, 16]])
     pairs = timestep_pairs(pipe.components.scheduler, 4)
     z = randn_per_sample(make_generators([0]), (4, 8, 8))
-    sample(pipe.denoiser, z, cond, None, pairs, 1.0, make_generators([0]), hooks=[CADSHook(), R()])
+    sample(pipe.denoiser, z, cond, None, pairs, 1.0, make_generators([0]), hooks=[CADS(), R()])
     assert not torch.equal(rec[0], cond.pooled)  # τ = 1 ≥ τ2: fully noised
     assert torch.equal(rec[-1], cond.pooled)  # τ = 0.25 ≤ τ1: clean
 

@@ -117,7 +117,7 @@ def test_resume_redoes_whole_prompt_groups(tiny_sd_dir, tmp_path, capsys):
 def test_ctrl_c_stops_after_batch_with_resume_hint(tiny_sd_dir, tmp_path, capsys, monkeypatch):
     from minority.pipelines.text2image import MinorityPipeline
 
-    real = MinorityPipeline.__call__
+    real = MinorityPipeline.run_batch
     calls = []
 
     def interrupted_call(self, *a, **k):
@@ -126,7 +126,7 @@ def test_ctrl_c_stops_after_batch_with_resume_hint(tiny_sd_dir, tmp_path, capsys
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the first batch runs
         return real(self, *a, **k)
 
-    monkeypatch.setattr(MinorityPipeline, "__call__", interrupted_call)
+    monkeypatch.setattr(MinorityPipeline, "run_batch", interrupted_call)
     out = tmp_path / "c"
     code = main(["generate", "a bag", "a coat", "--model", str(tiny_sd_dir), "--steps", "2", "--seeds", "0-2",
                  "--batch-size", "2", "--out", str(out)])

@@ -41,14 +41,16 @@ def test_batches_split_on_key_change():
 
 
 def test_argv_round_trip():
-    parser = build_parser()
     argv = ["generate", "a bag", "-x prompt", "--model", "m", "--seeds", "0-3", "--num-processes", "2", "--method",
-            "cads", "--tau1", "0.5", "--resume", "--prompts-file", "p.jsonl", "--limit", "4"]
+            "cads", "--tau1", "0.5", "--both-branches", "--no-rescale", "--resume", "--prompts-file", "p.jsonl",
+            "--limit", "4"]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     again = argv_from_args(args.generate_parser, args, drop=("num_processes",))
     assert "--num-processes" not in again
     back = parser.parse_args(["generate", *again])
-    for key in ("prompts", "model", "seeds", "method", "param_tau1", "resume", "prompts_file", "limit"):
+    for key in ("prompts", "model", "seeds", "method", "param_tau1", "param_both_branches", "param_rescale", "resume",
+                "prompts_file", "limit"):
         assert getattr(back, key) == getattr(args, key), key
     cmd = accelerate_command(2, ["generate", *again])
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[cmd.index("--num_processes") + 1] == "2"

@@ -13,7 +13,7 @@ from minority.core.conditioning import Conditioning
 from minority.core.denoiser import Denoiser
 from minority.core.rng import make_generators, randn_per_sample
 from minority.core.sampling import StepContext
-from minority.methods.sgms import SGMSHook, l2_distance, minority_score, normalise, reconstruction_loss
+from minority.methods.sgms import SGMS, SGMSHook, l2_distance, minority_score, normalise, reconstruction_loss
 
 
 def _pixel_folder(path, learned: bool, classes: int | None = None, null: int | None = None):
@@ -192,7 +192,8 @@ def test_var_and_fixed_schedules_hand_checked():
     z = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]]])
     for schedule in ("fixed", "var"):
         ctx = _ctx(den, z.clone(), 600, 500, make_generators([0]))
-        SGMSHook(l2_distance, 2.0, 0.8, 1, "linf", schedule, 0.0, 1).before_step(ctx)
+        m = SGMS(scale=2.0, perturb=0.8, guide_every=1, normalize="linf", schedule=schedule, distance="l2", solver="ddim")
+        SGMSHook(m, l2_distance).before_step(ctx)  # DDIM form: the step starts from x_t + w·ĝ
         # L = ‖0.5x − c‖², ∂L/∂x = 2·0.5·(0.5x − c); reconstruction c = 0.5·(√ᾱ_p·0.5x + √(1−ᾱ_p) ε)
         a_p = float(ac[800])
         eps = randn_per_sample(make_generators([0]), (1, 2, 2))
@@ -202,7 +203,7 @@ def test_var_and_fixed_schedules_hand_checked():
         if schedule == "var":
             a, an = float(ac[600]), float(ac[500])
             expected = expected * (1 - an) / (1 - a) * (1 - a / an)
-        assert torch.allclose(ctx.shift, expected.float(), atol=1e-6)
+        assert torch.allclose(ctx.z - z, expected.float(), atol=1e-6)
 
 
 def test_guide_every_and_switch_off_steps(fixed_dir):
@@ -272,8 +273,9 @@ def test_class_conditional_and_label_errors(classes_dir, fixed_dir):
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"distance": "cosine"}, "Unknown distance"),
-    ({"perturb": 1.2}, "perturb must be a fraction"),
+    ({"distance": "cosine"}, "distance must be one of enet-lpips, lpips, l2, l1"),
+    ({"perturb": 1.2}, r"perturb must be in \(0, 1\)"),
+    ({"scale": float("nan")}, "scale must be a finite number"),
     ({"guide_every": 0}, "guide_every must be >= 1"),
     ({"distance": "lpips"}, "enet-lpips"),
 ])

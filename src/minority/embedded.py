@@ -72,3 +72,9 @@ def resolve_embedded(name: str, root: str | Path | None = None) -> Path | None:
         if model.name == name:
             return model.path
     return None
+
+
+def declared_defaults(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The sampling defaults an embedded model folder declares (``minority_defaults`` in ``model_index.json``)."""
+    folder = resolve_embedded(name, root)
+    return dict(_read_json(folder / "model_index.json").get("minority_defaults", {})) if folder else {}

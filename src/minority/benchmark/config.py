@@ -7,7 +7,6 @@ which is written to ``benchmark.json`` so that the run can be repeated exactly.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from minority.benchmark.protocols import Arm, Protocol, get_protocol, reference_spec
@@ -88,9 +87,9 @@ class Plan:
 
 def method_params(method: str) -> set[str]:
     """Hyperparameter names of ``method``."""
-    from minority.methods.base import get_method
+    from minority.methods import get_method
 
-    return {f.name for f in dataclasses.fields(get_method(method).config)}
+    return {f.name for f in get_method(method).hyperparameters()}
 
 
 def parse_seed_option(text: str | None, default: int) -> list[int]:

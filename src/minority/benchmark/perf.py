@@ -166,7 +166,7 @@ def slug(text: str) -> str:
 
 def run_perf(plan: Plan) -> tuple[list[dict], dict]:
     """Run the perf protocol on every backbone of ``plan``; returns (rows, details for ``benchmark.json``)."""
-    from minority.methods.base import get_method
+    from minority.methods import get_method
     from minority.pipelines.pixel import PixelPipeline, load_pipeline
 
     cfg = plan.config

@@ -1,10 +1,10 @@
 """The one sampling loop.
 
 ``sample`` walks explicit (t, t_next) pairs. At each step it builds a :class:`StepContext`, lets the
-method's hooks act on it (prompt optimisation swaps the conditioning, CADS re-noises it, SGMS shifts the
-sample or supplies its own prediction), evaluates the denoiser once — conditional and unconditional
-branches batched into a single UNet call, and no unconditional call at all when it is not needed — and
-applies the solver:
+method's hooks act on it (a hook may replace the sample z, the conditioning, or supply predictions it already
+computed), evaluates the denoiser once — conditional and unconditional branches batched into a single UNet
+call, and no unconditional call at all when it is not needed — applies the solver, and lets the hooks
+replace the result:
 
 * ``ddim`` (η = 0):   ε̃ = ε_∅ + w(ε_c − ε_∅);  ẑ0 = (z_t − √(1−ᾱ_t) ε̃)/√ᾱ_t;  z_next = √ᾱ_next ẑ0 + √(1−ᾱ_next) ε̃
 * ``cfgpp`` (CFG++):   ε_λ = ε_∅ + λ(ε_c − ε_∅);  ẑ0 from ε_λ;  z_next = √ᾱ_next ẑ0 + √(1−ᾱ_next) ε_∅
@@ -30,16 +30,15 @@ class StepContext:
     Attributes:
         index, num_steps: step i (0-based) of T sampling steps.
         t, t_next: integer timesteps (``t_next = -1`` after the last step); ``alpha``/``alpha_next`` their ᾱ.
-        z: current sample z_t ``(B, C, h, w)``; hooks may replace it (SGMS on DDIM).
+        z: current sample z_t ``(B, C, h, w)``; a hook may replace it (the solver then updates the new z).
         cond, uncond: conditional / unconditional conditioning (``uncond`` is None when unused).
+        wants_uncond: whether the solver uses the unconditional branch at this step.
         guidance: CFG scale w (λ for CFG++).
         generators: one CPU generator per sample (SPEC §3.4).
         denoiser: the model adapter.
-        pred_cond, pred_uncond: predictions a hook already computed for this z and conditioning
-            (reused by the solver instead of a new UNet call).
+        pred_cond, pred_uncond: predictions a hook already computed (used by the solver instead of a new
+            UNet call, also when the hook then moved ``z``).
         record: per-step values to report (e.g. the objective J), collected by :func:`sample`.
-        shift: guidance displacement (SGMS): the ancestral solver adds it to the posterior mean (the authors'
-            form); DDIM / CFG++ add it to z_t inside the update, with ε̂(z_t) reused.
         clip_sample: clamp ẑ0 to [−c, c] inside the solver update (pixel schedulers' ``clip_sample``).
         variance_type: the DDPM scheduler's ``variance_type`` (ancestral sampler).
     """
@@ -56,10 +55,10 @@ class StepContext:
     guidance: float
     generators: Sequence[torch.Generator]
     denoiser: Denoiser
+    wants_uncond: bool = False
     pred_cond: Prediction | None = None
     pred_uncond: Prediction | None = None
     record: dict = field(default_factory=dict)
-    shift: torch.Tensor | None = None
     clip_sample: float | None = None
     variance_type: str = "fixed_small"
 
@@ -70,8 +69,8 @@ class Hook:
     def before_step(self, ctx: StepContext) -> None:
         """Called before the denoiser evaluation of step ``ctx.index``."""
 
-    def after_step(self, ctx: StepContext, z_next: torch.Tensor) -> None:
-        """Called after the solver produced ``z_next``."""
+    def after_step(self, ctx: StepContext, z_next: torch.Tensor) -> torch.Tensor | None:
+        """Called after the solver produced ``z_next``; may return a replacement for it."""
 
 
 def tweedie(z: torch.Tensor, eps: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -90,14 +89,10 @@ def _clip(x0: torch.Tensor, ctx: StepContext) -> torch.Tensor:
     return x0 if ctx.clip_sample is None else x0.clamp(-ctx.clip_sample, ctx.clip_sample)
 
 
-def _shifted(ctx: StepContext) -> torch.Tensor:
-    return ctx.z if ctx.shift is None else ctx.z + ctx.shift
-
-
 def ddim_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
     """Deterministic DDIM (η = 0) with classifier-free guidance (ẑ0 clipped as diffusers' ``clip_sample``)."""
     eps = cfg_eps(pc, pu, ctx.guidance)
-    x0 = _clip(tweedie(_shifted(ctx), eps, ctx.alpha), ctx)
+    x0 = _clip(tweedie(ctx.z, eps, ctx.alpha), ctx)
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * eps
 
 
@@ -120,15 +115,13 @@ def posterior_variance(ctx: StepContext, pred: Prediction | None = None) -> torc
 
 
 def ancestral_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
-    """DDPM ancestral step (diffusers' ``DDPMScheduler.step``): posterior mean of (z_t, ẑ0) plus
-    ``shift`` (SGMS), plus √Σ_t·n with n drawn per sample (no noise on the last step)."""
+    """DDPM ancestral step (diffusers' ``DDPMScheduler.step``): posterior mean of (z_t, ẑ0) plus √Σ_t·n with n
+    drawn per sample (no noise on the last step)."""
     eps = cfg_eps(pc, pu, ctx.guidance)
     a, an = ctx.alpha, ctx.alpha_next
     beta = 1.0 - a / an
     x0 = _clip(tweedie(ctx.z, eps, a), ctx)
     mean = (an**0.5 * beta / (1.0 - a)) * x0 + ((a / an) ** 0.5 * (1.0 - an) / (1.0 - a)) * ctx.z
-    if ctx.shift is not None:
-        mean = mean + ctx.shift
     if ctx.t <= 0:  # as diffusers: no noise at t = 0
         return mean
     var = posterior_variance(ctx, pc)
@@ -139,7 +132,7 @@ def ancestral_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> t
 def cfgpp_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
     """CFG++ (Chung et al. 2024): denoise with the λ-guided ε, re-noise with the unconditional ε_∅."""
     eps = cfg_eps(pc, pu, ctx.guidance)
-    x0 = _clip(tweedie(_shifted(ctx), eps, ctx.alpha), ctx)
+    x0 = _clip(tweedie(ctx.z, eps, ctx.alpha), ctx)
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * pu.eps
 
 
@@ -155,13 +148,13 @@ def needs_uncond(solver: str, guidance: float) -> bool:
     return solver == "cfgpp" or float(guidance) != 1.0
 
 
-def predict(ctx: StepContext, solver: str) -> tuple[Prediction, Prediction | None]:
+def predict(ctx: StepContext) -> tuple[Prediction, Prediction | None]:
     """Conditional and (if needed) unconditional predictions, batched into one UNet call.
 
     Predictions already supplied by a hook are reused; inputs are detached and no graph is built.
     """
     den, z = ctx.denoiser, ctx.z.detach()
-    want_u = ctx.uncond is not None and needs_uncond(solver, ctx.guidance)
+    want_u = ctx.wants_uncond
     pc, pu = ctx.pred_cond, ctx.pred_uncond if want_u else None
     with torch.no_grad():
         if pc is None and want_u and pu is None:
@@ -176,9 +169,7 @@ def predict(ctx: StepContext, solver: str) -> tuple[Prediction, Prediction | Non
 
 
 def _detached(p: Prediction | None) -> Prediction | None:
-    if p is None:
-        return None
-    return Prediction(p.eps.detach(), p.x0.detach(), None if p.var_values is None else p.var_values.detach())
+    return None if p is None else p.detach()
 
 
 def sample(
@@ -221,19 +212,24 @@ def sample(
             index=i, num_steps=len(pairs), t=t, t_next=t_next, alpha=denoiser.alpha(t),
             alpha_next=denoiser.alpha(t_next), z=z, cond=cond, uncond=uncond, guidance=float(guidance),
             generators=generators, denoiser=denoiser, clip_sample=clip_sample, variance_type=variance_type,
+            wants_uncond=uncond is not None and needs_uncond(solver_name, guidance),
         )
         for h in hooks:
             h.before_step(ctx)
-        pc, pu = predict(ctx, solver_name)
+        pc, pu = predict(ctx)
         with torch.no_grad():
             z_next = step_fn(ctx, pc, pu)
         for h in hooks:
-            h.after_step(ctx, z_next)
+            z_next = _replaced(h.after_step(ctx, z_next), z_next)
         records.append(ctx.record)
         z = z_next.detach()
         if progress is not None:
             progress(i)
     return z, records
+
+
+def _replaced(new: torch.Tensor | None, old: torch.Tensor) -> torch.Tensor:
+    return old if new is None else new
 
 
 def per_sample_noise(generators: Sequence[torch.Generator], like: torch.Tensor) -> torch.Tensor:

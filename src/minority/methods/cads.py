@@ -8,11 +8,16 @@ sample's generator; with ``rescale``, ŷ is matched to y's per-sample mean and s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from minority.core.conditioning import Conditioning
 from minority.core.rng import randn_per_sample
 from minority.core.sampling import Hook, StepContext
+from minority.errors import MinorityError
+from minority.methods.base import Method, hyperparameter
 
 
 def cads_gamma(tau: float, tau1: float, tau2: float) -> float:
@@ -42,20 +47,42 @@ def cads_noise(
     return psi * y_res + (1.0 - psi) * y_hat
 
 
-class CADSHook(Hook):
-    """Re-noise the conditioning at every step from the clean embedding (SPEC §3.3).
+@dataclass(frozen=True)
+class CADS(Method, Hook):
+    """CADS; stateless, so the method is its own per-step hook.
 
-    Args:
-        tau1, tau2, noise_scale, psi, rescale: CADS hyperparameters (τ1, τ2, s, ψ, rescale).
-        both_branches: also re-noise the unconditional branch (its own noise draw).
     Noise draws per sample and step (when γ < 1): conditional embeds, conditional pooled, then (with
     ``both_branches``) unconditional embeds and pooled.
     """
 
-    def __init__(self, tau1: float = 0.6, tau2: float = 0.9, noise_scale: float = 0.25, psi: float = 1.0,
-                 rescale: bool = True, both_branches: bool = False):
-        self.tau1, self.tau2, self.noise_scale, self.psi = tau1, tau2, noise_scale, psi
-        self.rescale, self.both_branches = rescale, both_branches
+    name = "cads"
+    summary = "condition-annealed sampling: noised text embedding early on (Sadat et al.)"
+
+    tau1: float = hyperparameter(0.6, "CADS τ1: below this τ = 1 − i/T the conditioning is clean (γ = 1)",
+                                 low=0.0, high=1.0)
+    tau2: float = hyperparameter(0.9, "CADS τ2: above this τ the conditioning is fully noised (γ = 0)",
+                                 low=0.0, high=1.0)
+    noise_scale: float = hyperparameter(0.25, "CADS s: noise scale added to the text embedding", low=0.0)
+    psi: float = hyperparameter(1.0, "CADS ψ: mix of the rescaled (ψ) and raw (1−ψ) noised embedding",
+                                low=0.0, high=1.0)
+    rescale: bool = hyperparameter(True, "CADS: rescale the noised embedding to the clean one's mean and std")
+    both_branches: bool = hyperparameter(False, "CADS: also noise the unconditional (negative-prompt) embedding")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tau1 > self.tau2:
+            raise MinorityError(f"CADS needs 0 <= tau1 <= tau2 <= 1 (got tau1={self.tau1}, tau2={self.tau2}).")
+
+    def hooks(self, run: Any) -> list[Hook]:
+        return [self]
+
+    def before_step(self, ctx: StepContext) -> None:
+        gamma = cads_gamma(1.0 - ctx.index / ctx.num_steps, self.tau1, self.tau2)  # γ(τ), τ = 1 − i/T
+        if gamma >= 1.0:
+            return
+        ctx.cond = self._noisy(ctx.cond, gamma, ctx.generators)  # ŷ from the clean y of this step
+        if self.both_branches and ctx.uncond is not None:
+            ctx.uncond = self._noisy(ctx.uncond, gamma, ctx.generators)
 
     def _noisy(self, c: Conditioning, gamma: float, gens) -> Conditioning:
         out = {}
@@ -66,12 +93,3 @@ class CADSHook(Hook):
             n = randn_per_sample(gens, y.shape[1:], device=y.device).to(y.dtype)
             out[name] = cads_noise(y, gamma, n, self.noise_scale, self.psi, self.rescale)
         return c.replace(**out)
-
-    def before_step(self, ctx: StepContext) -> None:
-        tau = 1.0 - ctx.index / ctx.num_steps
-        gamma = cads_gamma(tau, self.tau1, self.tau2)
-        if gamma >= 1.0:
-            return
-        ctx.cond = self._noisy(ctx.cond, gamma, ctx.generators)
-        if self.both_branches and ctx.uncond is not None:
-            ctx.uncond = self._noisy(ctx.uncond, gamma, ctx.generators)

@@ -8,14 +8,7 @@ import torch
 
 from minority.core.denoiser import Denoiser
 from minority.core.text import PromptEncoder
-
-# Per-family sampling defaults (MP §4.1; SPEC §3.1).
-FAMILY_DEFAULTS = {
-    "sd": {"steps": 50, "guidance": 7.5},
-    "sdxl": {"steps": 50, "guidance": 5.0},
-    "sdxl-lightning": {"steps": 4, "guidance": 1.0},
-    "pixel": {"steps": 250, "guidance": 1.0},
-}
+from minority.pipelines.families import FAMILY_DEFAULTS
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from minority.methods.base import all_methods
+from minority.methods import all_methods
 from minority.pipelines.loading import default_model
 from minority.runs.generate import GenerateConfig, run_generate
 from minority.runs.grid import labelled_grid

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from minority.errors import MinorityError
-from minority.methods.base import get_method, make_config
+from minority.methods import get_method, make_method
+from minority.pipelines.run import RunPlan, Sampling
 from minority.runs.distributed import ProcessContext, process_context, resolve_device
 from minority.runs.io import (
     OutputWriteError,
@@ -90,10 +91,7 @@ class GenerateConfig:
         """Check the settings that need no model (raises :class:`MinorityError`)."""
         if any(not p.strip() for p in self.prompts):
             raise MinorityError("A prompt is empty: remove it, or use --guidance 1 with a blank prompt on purpose.")
-        if self.steps is not None and self.steps < 1:
-            raise MinorityError(f"--steps must be >= 1 (got {self.steps}).")
-        if self.guidance is not None and self.guidance < 0:
-            raise MinorityError(f"--guidance must be >= 0 (got {self.guidance}).")
+        Sampling(self.steps, self.guidance, self.height, self.width)  # the declarations: finite, in range
         if self.batch_size < 1:
             raise MinorityError(f"--batch-size must be >= 1 (got {self.batch_size}).")
         if self.dtype not in DTYPES:
@@ -104,8 +102,7 @@ class GenerateConfig:
         for name in ("prompt_seeds", "negative_prompts", "prompt_meta"):
             if getattr(self, name) and len(getattr(self, name)) != n_items:
                 raise MinorityError(f"{name} has {len(getattr(self, name))} entries for {n_items} prompts: give one per prompt.")
-        m = get_method(self.method)
-        make_config(m, self.params)  # unknown parameter names / bad choices fail before any work
+        make_method(self.method, self.params)  # unknown names, bad choices, NaN / out of range: before any work
 
 
 def image_name(prompt_index: int, seed: int) -> str:
@@ -132,6 +129,7 @@ class _Plan:
     jobs: list[Job]
     resolved: dict
     default_negative: str | None
+    run: RunPlan
 
     def rel(self, job: Job) -> str:
         """``images/<index>_<seed>.png`` (pixel models: the class label replaces the index, as before)."""
@@ -148,7 +146,8 @@ def _negative(cfg: GenerateConfig, plan: _Plan, job: Job) -> str | None:
 
 
 def _plan(cfg: GenerateConfig, pipe) -> _Plan:
-    """Items, jobs and resolved settings; validates the inputs against the loaded model (no files touched)."""
+    """Items, jobs and resolved settings; validates every input against the loaded model once for the whole run
+    (no files touched)."""
     from minority.pipelines.pixel import PixelPipeline
 
     method = get_method(cfg.method)
@@ -157,30 +156,25 @@ def _plan(cfg: GenerateConfig, pipe) -> _Plan:
         if cfg.prompts:
             raise MinorityError("This is a pixel-space model: it takes --class-label values, not prompts.")
         items: list = list(cfg.class_labels) or [None]
-        pipe.labels_tensor(items)
     else:
         if cfg.class_labels:
             raise MinorityError("--class-label is for pixel-space models; text-to-image models take prompts.")
         if not cfg.prompts:
             raise MinorityError("No prompt given: pass prompts as arguments or with --prompts-file.")
         items = list(cfg.prompts)
-    whole = bool(getattr(method, "whole_prompt_batches", False))
+    whole = method.whole_prompt_batches
     jobs = plan_jobs(len(items), cfg.seeds, cfg.prompt_seeds)
     first_batch = work_units(jobs, True)[0] if whole else jobs[: cfg.batch_size]
-    first = [items[j.prompt_index] for j in first_batch]
-    if pixel:
-        m, mcfg, _, steps, guidance, _, _ = pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.method, dict(cfg.params))
-        size = {}
-    else:
-        m, mcfg, steps, guidance, height, width = pipe.check_inputs(first, cfg.steps, cfg.guidance, cfg.height,
-                                                                      cfg.width, cfg.method, dict(cfg.params))
-        size = {"height": height, "width": width}
-    params = mcfg.to_dict()
-    if hasattr(mcfg, "resolved"):
-        params.update(mcfg.resolved(pipe.components.family))
+    run = pipe.plan([items[j.prompt_index] for j in jobs], cfg.method, dict(cfg.params), steps=cfg.steps,
+                    guidance=cfg.guidance, height=None if pixel else cfg.height, width=None if pixel else cfg.width,
+                    group_ids=[j.prompt_index for j in jobs] if whole else None)
+    if whole:  # objectives over a prompt's images: check the first batch as it will be sampled
+        run.method.check(pipe.context(run, [items[j.prompt_index] for j in first_batch], [j.seed for j in first_batch],
+                                      [j.prompt_index for j in first_batch]))
+    size = {} if pixel else {"height": run.height, "width": run.width}
     plan = _Plan(items=items, pixel=pixel, whole_groups=whole, jobs=jobs,
-                 resolved={"params": params, "steps": steps, "guidance": guidance, **size},
-                 default_negative=None if pixel else (cfg.negative_prompt or m.default_negative_prompt))
+                 resolved={"params": run.method.to_dict(), "steps": run.steps, "guidance": run.guidance, **size},
+                 default_negative=None if pixel else (cfg.negative_prompt or method.default_negative_prompt), run=run)
     names = [plan.rel(j) for j in jobs]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -189,15 +183,13 @@ def _plan(cfg: GenerateConfig, pipe) -> _Plan:
 
 
 def _call(pipe, cfg: GenerateConfig, plan: _Plan, batch: list[Job]):
-    """One pipeline call for a batch of jobs (items: prompts or class labels)."""
-    common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seeds=[j.seed for j in batch],
-                  method=cfg.method, output_type="pil", **cfg.params)
-    if plan.pixel:
-        return pipe(class_labels=[plan.items[j.prompt_index] for j in batch], **common)
-    negs = [_negative(cfg, plan, j) for j in batch]
-    negative = negs if cfg.negative_prompts and negs[0] is not None else cfg.negative_prompt
-    return pipe([plan.items[j.prompt_index] for j in batch], negative_prompt=negative, height=cfg.height,
-                width=cfg.width, **common)
+    """One batch of the planned run (items: prompts or class labels)."""
+    items = [plan.items[j.prompt_index] for j in batch]
+    negs = None if plan.pixel else [_negative(cfg, plan, j) for j in batch]
+    if negs is not None and negs[0] is None:
+        negs = None
+    return pipe.run_batch(plan.run, items, negatives=negs, group_ids=[j.prompt_index for j in batch],
+                          seeds=[j.seed for j in batch])
 
 
 def _entry(cfg: GenerateConfig, plan: _Plan, job: Job, settings: dict, seconds: float) -> dict:

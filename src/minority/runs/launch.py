@@ -38,8 +38,8 @@ def argv_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, dr
         if value == action.default or value is None:
             continue
         flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
-        if isinstance(action, argparse.BooleanOptionalAction):
-            argv.append(flag if value else "--no-" + flag[2:])
+        if isinstance(action, argparse.BooleanOptionalAction):  # option_strings: ["--x", "--no-x"]
+            argv.append(action.option_strings[0] if value else action.option_strings[1])
         elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):

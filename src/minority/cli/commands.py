@@ -1,0 +1,65 @@
+"""The small commands: ``models`` (what ships), ``demo`` (the main job of ``make run``), ``score`` (rank real
+images by minority score)."""
+
+from __future__ import annotations
+
+import argparse
+
+from minority.embedded import embedded_models
+from minority.runs.demo import run_demo as demo
+from minority.runs.score import score_images
+from minority.runs.seeds import parse_seeds
+
+
+def add_models_arguments(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(func=run_models)
+
+
+def run_models(args) -> int:
+    rows = embedded_models()
+    print(f"{'name':22s} {'kind':10s} {'size':>9s}  provenance")
+    for m in rows:
+        prov = m.provenance or {}
+        desc = prov.get("summary") or prov.get("command") or ""
+        size = getattr(m, "size", None) or getattr(m, "size_bytes", 0) or 0
+        print(f"{m.name:22s} {m.kind:10s} {size / 2**20:8.1f}M  {desc}")
+    print(f"{'tiny-random-sd':22s} {'sd':10s} {'':>9s}  randomly initialised SD-shaped pipeline (tests, smoke runs)")
+    print(f"{'tiny-random-sdxl':22s} {'sdxl':10s} {'':>9s}  randomly initialised SDXL-shaped pipeline (tests, smoke runs)")
+    return 0
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="outputs/run", help="output folder")
+    p.add_argument("--model", default=None, help="model (default: fashion-sd, or the tiny random pipeline until it ships)")
+    p.add_argument("--seeds", default="0-3", help="seeds shared by every method")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 25 on the embedded model)")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    demo(out=args.out, model=args.model, seeds=parse_seeds(args.seeds), steps=args.steps)
+    return 0
+
+
+def add_score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--model", required=True, help="pixel-space or text-to-image model (name, folder or hub id)")
+    p.add_argument("--out", default="minority_scores.csv", help="CSV to write (file, score, rank)")
+    p.add_argument("--perturb", type=float, default=0.8, help="p: re-noise to timestep p·T_train")
+    p.add_argument("--distance", default=None, choices=["enet-lpips", "lpips", "l2", "l1"],
+                   help="d (default: pixel models enet-lpips, latent models l2)")
+    p.add_argument("--mc-samples", type=int, default=4, help="Monte-Carlo draws per image")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--seed", type=int, default=0, help="image k uses seed SEED+k for its draws")
+    p.add_argument("--class-label", type=int, default=None, help="class for class-conditional pixel models (default: null class)")
+    p.add_argument("--prompt", default="", help="text-to-image models: conditioning prompt")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=run_score)
+
+
+def run_score(args) -> int:
+    out = score_images(args.images, args.model, args.out, perturb=args.perturb, distance=args.distance,
+                       mc_samples=args.mc_samples, batch_size=args.batch_size, seed=args.seed,
+                       class_label=args.class_label, prompt=args.prompt, device=args.device)
+    print(f"Wrote {out}")
+    return 0
