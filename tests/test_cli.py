@@ -32,7 +32,8 @@ def test_generate_writes_layout(tiny_sd_dir, tmp_path, capsys):
         assert key in r
     assert r["tau1"] == 0.5 and r["tau2"] == 0.9 and r["method"] == "cads"
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["method"] == "cads" and cfg["params"] == {"tau1": 0.5} and cfg["seeds"] == [3, 4]
+    assert cfg["method"] == "cads" and cfg["params"]["tau1"] == 0.5 and cfg["params"]["tau2"] == 0.9  # all of them
+    assert cfg["seeds"] == [3, 4]
 
 
 def test_generate_same_images_regardless_of_batch_size(tiny_sd_dir, tmp_path, capsys):

@@ -13,7 +13,7 @@ import sys
 
 from minority.cli.method_flags import add_method_arguments, method_params
 from minority.errors import MinorityError
-from minority.methods import METHODS, get_method
+from minority.methods import METHODS, make_method
 from minority.pipelines.families import defaults_summary
 from minority.runs.distributed import launched_distributed
 from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
@@ -95,17 +95,16 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     if args.seed < 0:
         raise MinorityError(f"--seed must be >= 0 (got {args.seed}).")
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.seed, args.seed + args.images_per_prompt))
-    get_method(args.method)
+    method = make_method(args.method, method_params(args, args.param_dests))  # the flags' one destination
     source = {}
     if args.prompts_file:
         source = {"file": str(args.prompts_file), "format": args.prompts_format, "sample": args.sample,
                   "sample_seed": args.sample_seed, "offset": args.offset, "limit": args.limit, "count": len(records)}
     return GenerateConfig(
-        model=args.model, method=args.method, seeds=tuple(seeds), steps=args.steps,
+        model=args.model, method=method, seeds=tuple(seeds), steps=args.steps,
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
-        lightning_unet=args.lightning_unet, overwrite=args.overwrite, params=method_params(args, args.param_dests),
-        resume=args.resume, prompts_source=source, deterministic=args.deterministic,
+        lightning_unet=args.lightning_unet, overwrite=args.overwrite, resume=args.resume, prompts_source=source, deterministic=args.deterministic,
         **config_fields(records, tuple(args.prompts), tuple(args.class_labels or ())),
     )
 

@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from minority import __version__
 from minority.cli.formatting import HelpFormatter, Parser
 from minority.errors import MinorityError
 
@@ -23,8 +24,8 @@ log = logging.getLogger("minority")
 
 
 def _generate(p: argparse.ArgumentParser, argv: list[str]) -> None:
-    from minority.cli.generate import add_generate_arguments
-    from minority.cli.method_flags import chosen_method
+    from minority.cli.generate import add_generate_arguments  # lazy: loads torch, only for `generate`
+    from minority.cli.method_flags import chosen_method  # lazy: as above
 
     add_generate_arguments(p, chosen_method(argv))
 
@@ -71,8 +72,6 @@ def _command_of(argv: list[str]) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ``argv``: every sub-command listed, only the chosen one's options built (with
     ``argv=None``: all of them, ``generate`` with the default method's options)."""
-    from minority import __version__
-
     chosen = _command_of(argv) if argv is not None else None
     parser = Parser(prog="minority", formatter_class=HelpFormatter,
                     description="Minority-focused sampling for diffusion models (MinorityPrompt, SGMS).")
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if extras:
             if args.command != "generate":
                 parser.error(f"unrecognized arguments: {' '.join(extras)}")
-            from minority.cli.method_flags import refuse_foreign_flags
+            from minority.cli.method_flags import refuse_foreign_flags  # lazy: `generate` only
 
             refuse_foreign_flags(extras, args.method)
         return int(args.func(args) or 0)

@@ -156,6 +156,11 @@ class Denoiser:
         """ε̂, ẑ0 of ``z`` ``(B, C, H, W)`` at integer timestep ``t`` under ``cond`` (differentiable)."""
         return self.convert(z, t, self.raw(z, t, cond))
 
+    def both(self, z: torch.Tensor, t: int, cond: Conditioning, uncond: Conditioning) -> tuple[Prediction, Prediction]:
+        """(conditional, unconditional) predictions of the two CFG branches from one batched UNet call."""
+        out_u, out_c = self.raw(torch.cat([z, z]), t, Conditioning.cat([uncond, cond])).chunk(2)
+        return self.convert(z, t, out_c), self.convert(z, t, out_u)
+
     # -- the data space: VAE latents of latent models, pixels in [-1, 1] of pixel models ----------------
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (or pixels) ``(B, C, h, w)`` -> images in [0, 1], ``(B, 3|1, H, W)`` float32."""

@@ -158,9 +158,7 @@ def predict(ctx: StepContext) -> tuple[Prediction, Prediction | None]:
     pc, pu = ctx.pred_cond, ctx.pred_uncond if want_u else None
     with torch.no_grad():
         if pc is None and want_u and pu is None:
-            out = den.raw(torch.cat([z, z]), ctx.t, Conditioning.cat([ctx.uncond.detach(), ctx.cond.detach()]))
-            out_u, out_c = out.chunk(2)
-            return den.convert(z, ctx.t, out_c), den.convert(z, ctx.t, out_u)
+            return den.both(z, ctx.t, ctx.cond.detach(), ctx.uncond.detach())
         if pc is None:
             pc = den(z, ctx.t, ctx.cond.detach())
         if want_u and pu is None:

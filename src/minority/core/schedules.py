@@ -18,8 +18,9 @@ def timestep_pairs(scheduler, steps: int) -> list[tuple[int, int]]:
     n_train = int(scheduler.config.num_train_timesteps)
     if steps > n_train:
         raise MinorityError(f"steps={steps} exceeds the model's {n_train} training timesteps: use at most {n_train}.")
-    scheduler.set_timesteps(int(steps))
-    ts = [int(t) for t in scheduler.timesteps]
+    grid = type(scheduler).from_config(scheduler.config)  # a copy: the model's scheduler is never mutated
+    grid.set_timesteps(int(steps))
+    ts = [int(t) for t in grid.timesteps]
     return list(zip(ts, ts[1:] + [-1]))
 
 

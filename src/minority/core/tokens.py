@@ -75,3 +75,10 @@ def initial_vectors(encoder: PromptEncoder, init: str, init_word: str, num_token
             v = v * table.float().std().to(table.dtype)
         out.append(v.float())
     return out
+
+
+def token_embeds(placeholder: str, vectors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One image's optimised token per encoder ``(num_tokens, D_k)`` keyed as textual-inversion files expect:
+    SD: the placeholder string; SDXL: ``clip_l`` / ``clip_g`` (diffusers' ``load_textual_inversion``)."""
+    vs = [v.detach().cpu().float().contiguous() for v in vectors]
+    return {placeholder: vs[0]} if len(vs) == 1 else {"clip_l": vs[0], "clip_g": vs[1]}

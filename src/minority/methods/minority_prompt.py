@@ -17,12 +17,14 @@ Objectives:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from minority.core import tokens
 from minority.core.conditioning import Conditioning
 from minority.core.context import RunContext
 from minority.core.denoiser import Denoiser, clamp_level
@@ -31,16 +33,12 @@ from minority.core.kernel import reconstruction, renoising_noise
 from minority.core.sampling import Hook, StepContext, cfg_eps, tweedie
 from minority.core.schedules import annealed_perturb_timestep
 from minority.core.text import TokenOverride
-from minority.core.tokens import initial_vectors, insert_placeholders, placeholder_strings, word_token_id
 from minority.errors import MinorityError
 from minority.methods.base import Method, hyperparameter
 
 # Per-family optimisation defaults (SPEC §3.1; SD 1.x/2.x/SDXL values are this project's choice).
-FAMILY_OPT_DEFAULTS = {
-    "sd": {"opt_every": 5, "init_word": "cool"},
-    "sdxl": {"opt_every": 5, "init_word": "cool"},
-    "sdxl-lightning": {"opt_every": 1, "init_word": "handsome"},
-}
+FAMILY_OPT_DEFAULTS = {"sd": {"opt_every": 5, "init_word": "cool"}, "sdxl": {"opt_every": 5, "init_word": "cool"},
+                       "sdxl-lightning": {"opt_every": 1, "init_word": "handsome"}}
 
 
 @dataclass
@@ -74,8 +72,7 @@ class ObjectiveInputs:
                     self.uncond_cache[t] = den(z, t, self.uncond)
             pu, pc = self.uncond_cache[t], den(z, t, cond)
         else:  # CFG batch at z_s, which depends on v: one call with gradient
-            ou, oc = den.raw(torch.cat([z, z]), t, Conditioning.cat([self.uncond, cond])).chunk(2)
-            pu, pc = den.convert(z, t, ou), den.convert(z, t, oc)
+            pc, pu = den.both(z, t, cond, self.uncond)
         return tweedie(z, cfg_eps(pc, pu, self.guidance), den.alpha(t))
 
     def first_x0(self, cfg: bool = False) -> torch.Tensor:
@@ -88,7 +85,7 @@ class ObjectiveInputs:
 Objective = Callable[[ObjectiveInputs], torch.Tensor]  # -> J per sample (B,), to be maximised
 
 
-def _sq(x: torch.Tensor) -> torch.Tensor:
+def _sq(x: torch.Tensor) -> torch.Tensor:  # ‖x‖² per sample, (B,)
     return x.pow(2).flatten(1).sum(1)
 
 
@@ -154,12 +151,12 @@ class PromptOptimizer(Hook):
         self.ids, self.markers = [], []
         for tok in enc.tokenizers:
             marker = len(tok) + 1000  # outside any vocabulary
-            self.ids.append(insert_placeholders(tok, prompts, n, method.token_position, marker))
+            self.ids.append(tokens.insert_placeholders(tok, prompts, n, method.token_position, marker))
             self.markers.append(torch.arange(marker, marker + n).expand(len(prompts), -1))
         if init_vectors is None:
-            init_vectors = initial_vectors(enc, method.init, method.init_word, n, len(prompts), run.generators)
+            init_vectors = tokens.initial_vectors(enc, method.init, method.init_word, n, len(prompts), run.generators)
         self.v = [v.detach().clone() for v in init_vectors]
-        self.placeholders = placeholder_strings(method.placeholder, run.seeds, len(prompts))
+        self.placeholders = tokens.placeholder_strings(method.placeholder, run.seeds, len(prompts))
         self.active = ActiveSamples(len(prompts), run.seeds)
         self.last_cond: Conditioning | None = None
         self.backward_passes = 0  # one per optimisation iteration (through both UNet forwards)
@@ -174,10 +171,8 @@ class PromptOptimizer(Hook):
         return index % self.m.opt_every == 0 and index < self.m.opt_window * self.run.steps
 
     def perturb_timestep(self, ctx: StepContext) -> int:
-        T = ctx.denoiser.num_train_timesteps
-        if self.m.perturb == "annealed":
-            return annealed_perturb_timestep(ctx.t_next, T)
-        return clamp_level(self.m.perturb, T)
+        T = ctx.denoiser.num_train_timesteps  # s: annealed (MP §3.3) or a fixed fraction of T_train
+        return annealed_perturb_timestep(ctx.t_next, T) if self.m.perturb == "annealed" else clamp_level(self.m.perturb, T)
 
     def before_step(self, ctx: StepContext) -> None:
         if self.optimised_at(ctx.index):  # MP Alg. 1: optimise v at every N-th step, then sample with C_{v*}
@@ -213,14 +208,9 @@ class PromptOptimizer(Hook):
         ctx.record.update(J=history, t=[ctx.t] * B, s=[s] * B)
 
     def results(self) -> list[dict]:
-        """Per image: the placeholder string and the optimised embeddings per encoder ``(num_tokens, D)``,
-        keyed as textual-inversion files expect (SD: the placeholder; SDXL: ``clip_l`` / ``clip_g``)."""
-        out = []
-        for b, name in enumerate(self.placeholders):
-            vs = [v[b].detach().cpu().float().contiguous() for v in self.v]
-            emb = {name: vs[0]} if len(vs) == 1 else {"clip_l": vs[0], "clip_g": vs[1]}
-            out.append({"placeholder": name, "token_embeds": emb})
-        return out
+        """Per image: ``placeholder`` and ``token_embeds`` (textual-inversion layout, :func:`token_embeds`)."""
+        return [{"placeholder": n, "token_embeds": tokens.token_embeds(n, [v[b] for v in self.v])}
+                for b, n in enumerate(self.placeholders)]
 
 
 @dataclass(frozen=True)
@@ -275,8 +265,9 @@ class MinorityPrompt(Method):
                     raise MinorityError(f"placeholder {self.placeholder!r} already exists in the vocabulary: "
                                         "choose a string that is not a word, e.g. '<minority>'.")
             if self.init == "word":
-                word_token_id(tok, self.resolved(run.family).init_word)
-            insert_placeholders(tok, run.prompts, self.num_tokens, self.token_position, len(tok) + 1000)
+                tokens.word_token_id(tok, self.resolved(run.family).init_word)
+            unique = list(dict.fromkeys(run.prompts))  # each prompt tokenised once per run
+            tokens.insert_placeholders(tok, unique, self.num_tokens, self.token_position, len(tok) + 1000)
 
     def objective(self) -> Objective:
         return MinorityObjective(self.sg_lambda, self.tweedie_cfg, self.stop_grad_second, self.cv_in_second)
@@ -300,8 +291,7 @@ class DiversePrompt(MinorityPrompt):
 
     def check(self, run: Any) -> None:
         super().check(run)
-        counts = {g: run.group_ids.count(g) for g in run.group_ids}
-        if not counts or min(counts.values()) < 2:
+        if min(Counter(run.group_ids).values(), default=0) < 2:
             raise MinorityError("diverse-prompt needs at least 2 images per prompt in a batch: use --images-per-prompt "
                                 "2 or more (or several seeds).")
 

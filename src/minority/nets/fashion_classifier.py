@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from minority.embedded import resolve_embedded
 from minority.errors import MinorityError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -26,7 +27,6 @@ CONFIG_NAME = "config.json"
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Architecture of :class:`FashionClassifier` (written as ``config.json``)."""
-
     channels: tuple[int, ...] = (16, 32, 64)
     feature_dim: int = 256
     num_classes: int = 10
@@ -44,7 +44,6 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 class FashionClassifier(nn.Module):
     """Small VGG-style CNN: conv blocks (each halving the size) -> linear features -> linear logits."""
-
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
         self.config = config or ClassifierConfig()
@@ -94,8 +93,6 @@ def save_classifier(model: FashionClassifier, folder: str | Path, dtype: torch.d
 def load_classifier(folder: str | Path | None = None, device: torch.device | str = "cpu") -> FashionClassifier:
     """Load a classifier folder (default: the embedded ``fashion-classifier``) in eval mode, float32."""
     if folder is None:
-        from minority.embedded import resolve_embedded
-
         folder = resolve_embedded("fashion-classifier")
         if folder is None:
             raise MinorityError("the embedded fashion-classifier is missing: run `minority train fashion-classifier`")

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from minority.embedded import resolve_embedded
 from minority.errors import MinorityError
 from minority.pipelines.components import Components
+from minority.pipelines.tiny import build_tiny_sd
 
 log = logging.getLogger("minority")
 
@@ -37,14 +39,7 @@ def cache_dir() -> Path:
 
 def default_model() -> str:
     """``fashion-sd`` once the embedded model ships; until then the tiny random SD pipeline."""
-    try:
-        from minority.embedded import resolve_embedded
-
-        if resolve_embedded("fashion-sd") is not None:
-            return "fashion-sd"
-    except ImportError:
-        pass
-    return "tiny-random-sd"
+    return "fashion-sd" if resolve_embedded("fashion-sd") is not None else "tiny-random-sd"
 
 
 def resolve_model(name: str) -> tuple[str, str]:
@@ -52,19 +47,12 @@ def resolve_model(name: str) -> tuple[str, str]:
     if name in TINY_RANDOM:
         folder = cache_dir() / name
         if not (folder / "model_index.json").is_file():
-            from minority.pipelines.tiny import build_tiny_sd
-
             log.warning("Building the tiny RANDOMLY INITIALISED pipeline %r in %s (noise-like images).", name, folder)
             build_tiny_sd(folder, family=TINY_RANDOM[name])
         return str(folder), "tiny"
-    try:  # embedded models trained and shipped by this project (issue "Embedded offline models")
-        from minority.embedded import resolve_embedded  # noqa: PLC0415
-
-        path = resolve_embedded(name)
-        if path is not None:
-            return str(path), "embedded"
-    except ImportError:
-        pass
+    path = resolve_embedded(name)  # embedded models trained and shipped by this project
+    if path is not None:
+        return str(path), "embedded"
     p = Path(name).expanduser()
     if p.is_dir():
         return str(p), "folder"

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from minority.pipelines.clip_vocab import write_clip_tokenizer_files
 
 
 def _text_encoder(vocab_size: int, hidden: int, projection: bool, seed: int):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=hidden, intermediate_size=37,
@@ -26,6 +26,27 @@ def _text_encoder(vocab_size: int, hidden: int, projection: bool, seed: int):
         max_position_embeddings=77, hidden_act="gelu", projection_dim=hidden,
     )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
+
+
+def _tiny_unet(hidden: int, xl: bool, sample_size: int, seed: int) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=sample_size, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * hidden if xl else hidden, attention_head_dim=(2, 4) if xl else 8,
+        norm_num_groups=32,
+        **(dict(addition_embed_type="text_time", addition_time_embed_dim=8, use_linear_projection=True,
+                projection_class_embeddings_input_dim=6 * 8 + hidden) if xl else {}),
+    )
+
+
+def _tiny_vae(sample_size: int, seed: int) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, norm_num_groups=32,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=2 * sample_size,
+    )
 
 
 def build_tiny_sd(
@@ -47,27 +68,11 @@ def build_tiny_sd(
         sample_size: latent side; images are ``2 * sample_size`` pixels (VAE factor 2).
         timestep_spacing: scheduler spacing (``"leading"`` as SD, ``"trailing"`` as SDXL-Lightning).
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hidden = 32
-    torch.manual_seed(seed)
     xl = family == "sdxl"
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=sample_size, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=2 * hidden if xl else hidden, attention_head_dim=(2, 4) if xl else 8,
-        norm_num_groups=32,
-        **(dict(addition_embed_type="text_time", addition_time_embed_dim=8, use_linear_projection=True,
-                projection_class_embeddings_input_dim=6 * 8 + hidden) if xl else {}),
-    )
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, norm_num_groups=32,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=2 * sample_size,
-    )
+    unet, vae = _tiny_unet(hidden, xl, sample_size, seed), _tiny_vae(sample_size, seed + 1)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type, timestep_spacing=timestep_spacing,
@@ -76,8 +81,6 @@ def build_tiny_sd(
     vae.save_pretrained(folder / "vae")
     scheduler.save_pretrained(folder / "scheduler")
     tok_dir = write_clip_tokenizer_files(folder / "tokenizer", pad_token="<|endoftext|>")
-    from transformers import CLIPTokenizer
-
     vocab = len(CLIPTokenizer.from_pretrained(str(tok_dir)))
     _text_encoder(vocab, hidden, projection=False, seed=seed + 2).save_pretrained(folder / "text_encoder")
     index = {

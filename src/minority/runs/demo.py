@@ -9,8 +9,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from minority.data import CLASS_NAMES  # the embedded pixel model is trained on Fashion-MNIST's labels
 from minority.methods import all_methods
-from minority.pipelines.loading import default_model
+from minority.pipelines.loading import default_model, resolve_model
+from minority.pipelines.pixel import load_pipeline
+from minority.pipelines.text2image import MinorityPipeline
 from minority.runs.generate import GenerateConfig, run_generate
 from minority.runs.grid import labelled_grid
 from minority.runs.io import read_jsonl
@@ -33,7 +36,6 @@ def run_demo(out: str = "outputs/run", model: str | None = None, seeds=(0, 1, 2,
     methods = [m for m in DEMO_METHODS if m in all_methods()]
     if steps is None:
         steps = 10 if model.startswith("tiny-random") else 25
-    from minority.pipelines.text2image import MinorityPipeline
 
     pipe = MinorityPipeline.from_pretrained(model)
     t0 = time.perf_counter()
@@ -59,15 +61,12 @@ def run_demo(out: str = "outputs/run", model: str | None = None, seeds=(0, 1, 2,
 
 def _pixel_demo(out: Path, seeds) -> Path | None:
     """ancestral vs sgms on the embedded class-conditional pixel model, when it ships."""
-    from minority.pipelines.loading import resolve_model
-
     try:
         _, kind = resolve_model(PIXEL_MODEL)
     except Exception:  # noqa: BLE001
         return None
     if kind != "embedded":
         return None
-    from minority.pipelines.pixel import load_pipeline
 
     pipe = load_pipeline(PIXEL_MODEL)
     labels = (7, 0, 8)  # sneaker, t-shirt/top, bag
@@ -77,7 +76,6 @@ def _pixel_demo(out: Path, seeds) -> Path | None:
     files = {m: {(e["class_label"], e["seed"]): e["file"] for e in read_jsonl(out / m / "manifest.jsonl")}
              for m in PIXEL_METHODS}
     rows = [[Image.open(out / m / files[m][(lab, s)]) for m in PIXEL_METHODS] for lab in labels for s in seeds]
-    from minority.data import CLASS_NAMES  # the embedded pixel model is trained on Fashion-MNIST's labels
 
     names = [f"{CLASS_NAMES[lab]} (class {lab}, seed {s})" for lab in labels for s in seeds]
     labelled_grid(rows, PIXEL_METHODS, names, title=f"{PIXEL_MODEL}: 100 ancestral steps").save(out / "grid.png")

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from minority.core.rng import use_deterministic_kernels
 from minority.errors import MinorityError
-from minority.methods import get_method, make_method
+from minority.methods import Method, make_method
+from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.pipelines.run import RunPlan, Sampling
 from minority.runs.distributed import ProcessContext, process_context, resolve_device
 from minority.runs.io import (
@@ -62,10 +64,9 @@ class GenerateConfig:
     ``resume`` continues the run in ``out`` (the earlier ``config.json`` must match); ``prompts_source``
     records where the prompts came from (not compared on resume).
     """
-
     prompts: tuple[str, ...]
     model: str | None = None
-    method: str = "ddim"
+    method: str | Method = "ddim"
     seeds: tuple[int, ...] = (0,)
     steps: int | None = None
     guidance: float | None = None
@@ -87,6 +88,17 @@ class GenerateConfig:
     prompts_source: dict = field(default_factory=dict)
     deterministic: bool = False
 
+    def __post_init__(self) -> None:
+        # The method object, built and validated once (names, types, ranges, NaN): a name plus ``params`` (the
+        # 0.1 API) or a method object. ``params`` then lists all its hyperparameters.
+        method = make_method(self.method, self.params)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "params", method.to_dict())
+
+    def to_json(self) -> dict:
+        """The run's settings as written to ``config.json`` (the method by name, its hyperparameters in ``params``)."""
+        return {**dataclasses.asdict(self), "method": self.method.name}
+
     def validate(self) -> None:
         """Check the settings that need no model (raises :class:`MinorityError`)."""
         if any(not p.strip() for p in self.prompts):
@@ -102,7 +114,6 @@ class GenerateConfig:
         for name in ("prompt_seeds", "negative_prompts", "prompt_meta"):
             if getattr(self, name) and len(getattr(self, name)) != n_items:
                 raise MinorityError(f"{name} has {len(getattr(self, name))} entries for {n_items} prompts: give one per prompt.")
-        make_method(self.method, self.params)  # unknown names, bad choices, NaN / out of range: before any work
 
 
 def image_name(prompt_index: int, seed: int) -> str:
@@ -122,7 +133,6 @@ def save_token_embeds(extra: dict, path: Path) -> None:
 @dataclass
 class _Plan:
     """The resolved run: items, jobs and the settings that define every image."""
-
     items: list
     pixel: bool
     whole_groups: bool
@@ -148,9 +158,8 @@ def _negative(cfg: GenerateConfig, plan: _Plan, job: Job) -> str | None:
 def _plan(cfg: GenerateConfig, pipe) -> _Plan:
     """Items, jobs and resolved settings; validates every input against the loaded model once for the whole run
     (no files touched)."""
-    from minority.pipelines.pixel import PixelPipeline
 
-    method = get_method(cfg.method)
+    method = cfg.method
     pixel = isinstance(pipe, PixelPipeline)
     if pixel:
         if cfg.prompts:
@@ -165,7 +174,7 @@ def _plan(cfg: GenerateConfig, pipe) -> _Plan:
     whole = method.whole_prompt_batches
     jobs = plan_jobs(len(items), cfg.seeds, cfg.prompt_seeds)
     first_batch = work_units(jobs, True)[0] if whole else jobs[: cfg.batch_size]
-    run = pipe.plan([items[j.prompt_index] for j in jobs], cfg.method, dict(cfg.params), steps=cfg.steps,
+    run = pipe.plan([items[j.prompt_index] for j in jobs], cfg.method, steps=cfg.steps,
                     guidance=cfg.guidance, height=None if pixel else cfg.height, width=None if pixel else cfg.width,
                     group_ids=[j.prompt_index for j in jobs] if whole else None)
     if whole:  # objectives over a prompt's images: check the first batch as it will be sampled
@@ -285,12 +294,8 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
         progress: draw the overall progress bar (main process).
         resume_command: the command that finishes an interrupted run (shown in messages).
     """
-    from minority.pipelines.pixel import load_pipeline
-
     t_start = time.perf_counter()
     if cfg.deterministic:
-        from minority.core.rng import use_deterministic_kernels
-
         use_deterministic_kernels()
     ctx: ProcessContext = process_context(cfg.device)
     preflight(cfg, create=ctx.is_main)
@@ -299,7 +304,7 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
         pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=ctx.device,
                              torch_dtype=DTYPES[cfg.dtype])
     plan = _plan(cfg, pipe)
-    config = {**dataclasses.asdict(cfg), "model": cfg.model or pipe.components.name, "resolved_device": ctx.device,
+    config = {**cfg.to_json(), "model": cfg.model or pipe.components.name, "resolved_device": ctx.device,
               "resolved": plan.resolved, "processes": ctx.world}
     if cfg.resume and (old := read_config(out)) is not None:
         check_compatible(old, config, out)
@@ -317,7 +322,7 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
     plog(f"start: {sum(len(b) for b in batches)} of {len(remaining)} remaining images ({len(plan.jobs)} in all, "
          f"{done} complete) in {len(batches)} batches on {ctx.device}, {ctx.world} process(es)")
     others = [shard_path(out, r) for r in range(1, ctx.world)]
-    bar = OverallProgress(len(plan.jobs), done, others, enabled=progress and ctx.is_main, desc=cfg.method)
+    bar = OverallProgress(len(plan.jobs), done, others, enabled=progress and ctx.is_main, desc=cfg.method.name)
     result = GenerateResult(out=out, total=len(plan.jobs), skipped=done, generated=0, processes=ctx.world,
                             rank=ctx.rank)
     hint = _resume_hint(resume_command)
@@ -376,9 +381,10 @@ def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
     return result.out
 
 
-def generate(prompts, out: str = "outputs/generate", method: str = "ddim", seeds=(0,), **kwargs) -> Path:
+def generate(prompts, out: str = "outputs/generate", method: str | Method = "ddim", seeds=(0,), **kwargs) -> Path:
     """Python API twin of ``minority generate``: same names as the CLI flags (``steps``, ``guidance``,
-    ``resume``, ...); method hyperparameters go in ``params={...}``. Returns the output folder."""
+    ``resume``, ...); the method is a name with its hyperparameters in ``params={...}``, or a method object
+    (``method=MinorityPrompt(lr=0.02)``). Returns the output folder."""
     prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
     pipe = kwargs.pop("pipe", None)
     cfg = GenerateConfig(prompts=prompts, out=str(out), method=method, seeds=tuple(int(s) for s in seeds), **kwargs)

@@ -17,6 +17,7 @@ from minority.core.conditioning import Conditioning
 from minority.core.rng import make_generators
 from minority.errors import MinorityError
 from minority.methods.sgms import get_distance, minority_score
+from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.runs.io import atomic_write_bytes
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -49,8 +50,6 @@ def score_images(images: str | Path, model: str, out: str | Path, perturb: float
                  mc_samples: int = 4, batch_size: int = 16, seed: int = 0, class_label: int | None = None,
                  prompt: str = "", device: str = "cpu") -> Path:
     """Write ``out`` (CSV: file, score, rank) for every image under ``images``; returns the CSV path."""
-    from minority.pipelines.pixel import PixelPipeline, load_pipeline
-
     if not 0 < perturb < 1:
         raise MinorityError(f"perturb must be in (0, 1) (got {perturb}).")
     if mc_samples < 1:
