@@ -171,7 +171,7 @@ def _run_generate(args) -> int:
     from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
     from minority.runs.launch import argv_from_args, launch_processes
     from minority.runs.prompts import config_fields, read_prompts_file
-    from minority.runs.seeds import parse_seeds
+    from minority.runs.seeds import parse_seeds, seed_run
 
     parser = args.generate_parser
     if args.num_processes < 1:
@@ -182,11 +182,7 @@ def _run_generate(args) -> int:
                                     sample_seed=args.sample_seed, fmt=args.prompts_format)
     elif args.sample is not None or args.limit is not None or args.offset:
         raise MinorityError("--sample, --offset and --limit select prompts of a --prompts-file: pass one.")
-    if args.images_per_prompt < 1:
-        raise MinorityError(f"--images-per-prompt must be >= 1 (got {args.images_per_prompt}).")
-    if args.seed < 0:
-        raise MinorityError(f"--seed must be >= 0 (got {args.seed}).")
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.seed, args.seed + args.images_per_prompt))
+    seeds = parse_seeds(args.seeds) if args.seeds else seed_run(args.seed, args.images_per_prompt)
     method = get_method(args.method)
     own = {f.name for f in dataclasses.fields(method.config)}
     params = {}

@@ -40,6 +40,7 @@ from minority.runs.manifest import (
 )
 from minority.runs.progress import GenerateResult, OverallProgress, ProcessLog
 from minority.runs.resume import check_compatible, read_config
+from minority.runs.seeds import check_run_size
 from minority.runs.sharding import Job, make_batches, plan_jobs, shard_units, work_units
 from minority.runs.signals import graceful_stop
 
@@ -270,6 +271,7 @@ def preflight(cfg: GenerateConfig, create: bool = True) -> None:
     """The checks that need no model: settings, the output folder (created when ``create``) and an earlier run
     in it (which needs ``resume`` or ``overwrite``). Raises :class:`MinorityError`."""
     cfg.validate()
+    check_run_size(len(cfg.prompts) or len(cfg.class_labels) or 1, cfg.seeds, cfg.prompt_seeds)
     out = Path(cfg.out)
     if create:
         ensure_writable_dir(out)
