@@ -170,6 +170,7 @@ def _run_generate(args) -> int:
     from minority.runs.distributed import launched_distributed
     from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
     from minority.runs.launch import argv_from_args, launch_processes
+    from minority.runs.lock import lock_for_launch
     from minority.runs.prompts import config_fields, read_prompts_file
     from minority.runs.seeds import parse_seeds, seed_run
 
@@ -208,8 +209,9 @@ def _run_generate(args) -> int:
     if args.num_processes > 1 and not launched_distributed():
         preflight(cfg)  # bad input: one error line here, not one per process
         script = (["-v"] if getattr(args, "verbose", False) else []) + ["generate"]
-        return launch_processes(args.num_processes, script + argv_from_args(parser, args, drop=("num_processes",)),
-                                device=args.device)
+        with lock_for_launch(cfg.out):  # held for the ranks (they get its token)
+            return launch_processes(args.num_processes, script + argv_from_args(parser, args, drop=("num_processes",)),
+                                    device=args.device)
     world = os.environ.get("WORLD_SIZE", "1") if launched_distributed() else "1"
     again = argv_from_args(parser, args, drop=("overwrite", "resume", "num_processes"))
     again += ["--resume"] + (["--num-processes", world] if world != "1" else [])

@@ -28,6 +28,7 @@ from minority.runs.io import (
     ensure_writable_dir,
     save_image_atomic,
 )
+from minority.runs.lock import lock_for_process
 from minority.runs.manifest import (
     clean_temp_files,
     entry_complete,
@@ -295,8 +296,6 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
         progress: draw the overall progress bar (main process).
         resume_command: the command that finishes an interrupted run (shown in messages).
     """
-    from minority.pipelines.pixel import load_pipeline
-
     t_start = time.perf_counter()
     if cfg.deterministic:
         from minority.core.rng import use_deterministic_kernels
@@ -304,6 +303,17 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
         use_deterministic_kernels()
     ctx: ProcessContext = process_context(cfg.device)
     preflight(cfg, create=ctx.is_main)
+    lock = lock_for_process(cfg.out, ctx.is_main)  # one writer per --out (refused here, before the model loads)
+    try:
+        return _generate_locked(cfg, ctx, pipe, progress, resume_command, t_start)
+    finally:
+        lock.release()
+
+
+def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: bool, resume_command: str | None,
+                     t_start: float) -> GenerateResult:
+    from minority.pipelines.pixel import load_pipeline
+
     out = Path(cfg.out)
     if pipe is None:
         pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=ctx.device,
