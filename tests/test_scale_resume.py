@@ -171,3 +171,22 @@ def test_output_under_a_regular_file(tiny_sd_dir, tmp_path, capsys):
                  "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and str(blocker / "o") in err and "not writable" in err and blocker.read_text() == "x"
+
+
+def test_sigterm_exits_143_and_resume_finishes(tiny_sd_dir, tmp_path, capsys):
+    """Issue 15: SIGTERM stops after the current batch with status 143 (128 + 15; Ctrl-C stays 130)."""
+    out = tmp_path / "t"
+    args = ["generate", "a bag", "--model", str(tiny_sd_dir), "--steps", "2", "--seeds", "0-39", "--batch-size", "1",
+            "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minority", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(_lines(out / "manifest.jsonl")) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    done = len(_lines(out / "manifest.jsonl"))
+    assert proc.returncode == 143 and done < 40, (proc.returncode, err)
+    assert "error: Interrupted:" in err and "--resume" in err
+    assert main([*args, "--resume"]) == 0 and len(_lines(out / "manifest.jsonl")) == 40

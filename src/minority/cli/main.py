@@ -219,9 +219,9 @@ def _run_generate(args) -> int:
         result = generate_to_folder(cfg, resume_command=shlex.join(["minority", "generate", *again]))
     except GenerationInterrupted as err:
         if os.environ.get("RANK", "0") != "0":  # the main process says how to resume
-            return 130
+            return err.exit_code
         print(f"error: {err}", file=sys.stderr)
-        return 130
+        return err.exit_code  # 130 after Ctrl-C, 143 after SIGTERM
     if result.rank == 0:
         print(result.summary())
     return 0

@@ -265,7 +265,10 @@ def _prepare_folder(out: Path, cfg: GenerateConfig, plan: _Plan, config: dict) -
 
 
 class GenerationInterrupted(MinorityError):
-    """The run stopped early (Ctrl-C / SIGTERM); every image written so far is complete."""
+    """The run stopped early (Ctrl-C / SIGTERM); every image written so far is complete. ``exit_code``:
+    128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    exit_code = 130
 
 
 def preflight(cfg: GenerateConfig, create: bool = True) -> None:
@@ -341,6 +344,7 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
     result = GenerateResult(out=out, total=len(plan.jobs), skipped=done, generated=0, processes=ctx.world,
                             rank=ctx.rank)
     hint = _resume_hint(resume_command)
+    stop = None
     try:
         with graceful_stop(announce=ctx.is_main) as stop:
             for i, batch in enumerate(batches):
@@ -367,8 +371,10 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
     if result.interrupted:
         plog(f"interrupted after {result.generated} images")
         complete = len(read_entries(out))  # every process's lines so far
-        raise GenerationInterrupted(
+        err = GenerationInterrupted(
             f"Interrupted: {complete} of {len(plan.jobs)} images are complete in {out}; finish with: {hint}")
+        err.exit_code = stop.exit_code if stop is not None else 130
+        raise err
     plog(f"done: {result.generated} images in {result.generate_seconds:.1f} s generating, "
          f"{result.write_seconds:.2f} s writing")
     ctx.barrier()
