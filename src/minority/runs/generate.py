@@ -344,7 +344,7 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
     result = GenerateResult(out=out, total=len(plan.jobs), skipped=done, generated=0, processes=ctx.world,
                             rank=ctx.rank)
     hint = _resume_hint(resume_command)
-    stop = None
+    stop, finished = None, False
     try:
         with graceful_stop(announce=ctx.is_main) as stop:
             for i, batch in enumerate(batches):
@@ -361,13 +361,15 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
                 result.generated += len(batch)
                 bar.advance(len(batch))
                 plog(f"batch {i + 1}/{len(batches)}: {len(batch)} images in {t1 - t0:.2f} s, written in {t2 - t1:.3f} s")
+            finished = not result.interrupted
     except KeyboardInterrupt:
         result.interrupted = True
     except OutputWriteError as err:
         plog(f"error: {err}")
         raise OutputWriteError(f"{err} Then finish the run with: {hint}") from err
     finally:
-        bar.close()
+        if not finished:
+            bar.close()
     if result.interrupted:
         plog(f"interrupted after {result.generated} images")
         complete = len(read_entries(out))  # every process's lines so far
@@ -378,6 +380,7 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
     plog(f"done: {result.generated} images in {result.generate_seconds:.1f} s generating, "
          f"{result.write_seconds:.2f} s writing")
     ctx.barrier()
+    bar.close()  # after the other processes finished: the bar ends at everyone's total
     if ctx.is_main:
         wanted = set(plan.jobs)
         merged = merge(out, keep=lambda k, e: Job(*k) in wanted)
