@@ -39,6 +39,7 @@ from minority.runs.manifest import (
     remove_shards,
     shard_path,
 )
+from minority.runs.pngmeta import embedded_row
 from minority.runs.progress import GenerateResult, OverallProgress, ProcessLog
 from minority.runs.resume import check_compatible, read_config
 from minority.runs.seeds import check_run_size
@@ -220,13 +221,15 @@ def _write_outputs(out: Path, manifest: Path, cfg: GenerateConfig, plan: _Plan, 
     """Image (and token) files first, renamed into place; then the manifest line, flushed to disk."""
     for k, (job, img) in enumerate(zip(batch, res.images)):
         entry = _entry(cfg, plan, job, res.settings, seconds)
-        save_image_atomic(img, out / entry["file"])
         if res.trajectories and res.trajectories[k]:
             entry["trajectory"] = res.trajectories[k]
-        if res.extras and res.extras[k].get("token_embeds"):
-            token_rel = entry["file"][: -len(".png")] + ".safetensors"
-            save_token_embeds(res.extras[k], out / token_rel)
-            entry["token_file"], entry["placeholder"] = token_rel, res.extras[k]["placeholder"]
+        token = res.extras and res.extras[k].get("token_embeds")
+        if token:
+            entry["token_file"] = entry["file"][: -len(".png")] + ".safetensors"
+            entry["placeholder"] = res.extras[k]["placeholder"]
+        save_image_atomic(img, out / entry["file"], text=embedded_row(entry))  # the PNG carries its row
+        if token:
+            save_token_embeds(res.extras[k], out / entry["token_file"])
         append_jsonl(manifest, entry)
 
 
