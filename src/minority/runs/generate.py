@@ -38,9 +38,11 @@ from minority.runs.manifest import (
     read_entries,
     remove_shards,
     shard_path,
+    write_merged,
 )
 from minority.runs.pngmeta import embedded_row
 from minority.runs.progress import GenerateResult, OverallProgress, ProcessLog
+from minority.runs.recover import recover_rows, report_recovery
 from minority.runs.resume import check_compatible, read_config
 from minority.runs.seeds import check_run_size
 from minority.runs.sharding import Job, make_batches, plan_jobs, shard_units, work_units
@@ -235,14 +237,22 @@ def _write_outputs(out: Path, manifest: Path, cfg: GenerateConfig, plan: _Plan, 
 
 def _complete_entries(out: Path, plan: _Plan) -> dict:
     """Entries of earlier runs whose files are intact and that belong to this plan (whole prompt groups only,
-    for methods whose images of a prompt are made together)."""
+    for methods whose images of a prompt are made together); rows missing from the manifest are recovered from
+    the images (:mod:`minority.runs.recover`)."""
     jobs = set(plan.jobs)
     kept = {}
+
+    def fits(job: Job, e: dict) -> bool:
+        return job in jobs and e.get("file") == plan.rel(job) and (
+            plan.pixel or e.get("prompt") == plan.items[job.prompt_index])
+
     for key, e in read_entries(out).items():
         job = Job(*key)
-        if job in jobs and e.get("file") == plan.rel(job) and entry_complete(out, e) and (
-                plan.pixel or e.get("prompt") == plan.items[job.prompt_index]):
+        if fits(job, e) and entry_complete(out, e):
             kept[job] = e
+    found = recover_rows(out, ((j, plan.rel(j)) for j in plan.jobs if j not in kept), fits)
+    kept.update(found.rows)
+    report_recovery(len(found.rows), found.damaged)
     if plan.whole_groups:
         for unit in work_units(plan.jobs, True):
             if not all(j in kept for j in unit):
@@ -260,7 +270,8 @@ def _prepare_folder(out: Path, cfg: GenerateConfig, plan: _Plan, config: dict) -
         log.info("Removed %d temporary file(s) left by an interrupted run.", len(removed))
     if cfg.resume:
         kept = _complete_entries(out, plan)
-        merge(out, keep=lambda k, e: Job(*k) in kept)
+        write_merged(out, kept.values())  # the shards' kept lines and the recovered rows
+        remove_shards(out)
     else:
         manifest_path(out).unlink(missing_ok=True)
         remove_shards(out)
