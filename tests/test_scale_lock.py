@@ -70,3 +70,16 @@ def test_lock_is_per_run_not_per_rank(tmp_path, monkeypatch):
     lock = lock_for_process(tmp_path, is_main=True)  # the bare `accelerate launch` main process takes it
     assert json.loads((tmp_path / ".minority.lock").read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import minority.runs.lock as mlock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(mlock.fcntl, "flock", no_locks)
+    mlock.RunLock.acquire(tmp_path).release()
+    assert "has no file locks" in caplog.text

@@ -252,12 +252,12 @@ def _complete_entries(out: Path, plan: _Plan) -> dict:
             kept[job] = e
     found = recover_rows(out, ((j, plan.rel(j)) for j in plan.jobs if j not in kept), fits)
     kept.update(found.rows)
-    report_recovery(len(found.rows), found.damaged)
     if plan.whole_groups:
         for unit in work_units(plan.jobs, True):
             if not all(j in kept for j in unit):
                 for j in unit:
                     kept.pop(j, None)
+    report_recovery(sum(j in kept for j in found.rows), found.damaged)
     return kept
 
 

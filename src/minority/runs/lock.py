@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
+import logging
 import os
 import socket
 import uuid
@@ -26,6 +28,8 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
+
+log = logging.getLogger("minority")
 
 LOCK_NAME = ".minority.lock"
 ENV_TOKEN = "MINORITY_RUN_LOCK"
@@ -72,8 +76,12 @@ class RunLock:
                 raise MinorityError(f"Cannot create the lock file {path} ({err.strerror}): choose another --out.") from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as err:
                 os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    log.warning("Cannot lock %s (%s): this file system has no file locks; make sure no other run "
+                                "writes into %s.", path, err.strerror, out)
+                    return cls(out, None, token)
                 raise MinorityError(
                     f"{out} is in use by {_describe(read_holder(out))}: wait for it to finish or stop it, or choose "
                     f"another --out (two runs in one folder would mix their images; lock file {path}).") from None
