@@ -90,9 +90,9 @@ def test_resume_checks_settings(tiny_sd_dir, tmp_path, capsys):
                        (["--guidance", "2"], "guidance"), (["--negative-prompt", "x"], "negative_prompt")):
         code = main([*args, *extra, "--resume"])
         err = capsys.readouterr().err.strip()
-        assert code == 2 and len(err.splitlines()) == 1 and f"--resume: {key} differs" in err, err
+        assert code == 2 and len(err.splitlines()) == 1 and "--resume: settings differ" in err and f"{key}: " in err, err
     code = main([*args[:2], "a coat", *args[2:], "--resume"])
-    assert code == 2 and "prompts differs" in capsys.readouterr().err
+    assert code == 2 and "(prompts: ['a bag'] → ['a bag', 'a coat'])" in capsys.readouterr().err
     # same resolved values are compatible: explicit defaults, another batch size
     assert main([*args, "--guidance", "7.5", "--batch-size", "1", "--resume"]) == 0
     assert main([*args, "--resume", "--overwrite"]) == 2 and "only one" in capsys.readouterr().err
@@ -171,3 +171,52 @@ def test_output_under_a_regular_file(tiny_sd_dir, tmp_path, capsys):
                  "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and str(blocker / "o") in err and "not writable" in err and blocker.read_text() == "x"
+
+
+def test_resume_names_only_the_differing_keys():
+    """Issue 15: one line naming only the differing settings, old → new (a params dict is not printed whole)."""
+    from minority.errors import MinorityError
+    from minority.runs.resume import check_compatible
+
+    params = {f"p{i}": i for i in range(17)}
+    old = {"method": "sgms", "guidance": 7.5, "steps": 2, "prompts": ["a"], "resolved": {"params": params}}
+    new = {**old, "guidance": 9.0, "resolved": {"params": {**params, "p3": 0.5}}}
+    with pytest.raises(MinorityError) as err:
+        check_compatible(old, new, "OUT")
+    msg = str(err.value)
+    assert msg == ("--resume: settings differ from the earlier run in OUT (p3: 3 → 0.5; guidance: 7.5 → 9.0): pass "
+                   "the same method flags, --guidance, or choose another --out (or --overwrite to start over).")
+    with pytest.raises(MinorityError, match=r"\(method: 'sgms' → 'ddim'\): pass the same --method,"):
+        check_compatible(old, {**old, "method": "ddim", "resolved": {"params": {"eta": 0.0}}}, "OUT")
+    with pytest.raises(MinorityError, match=r"\(seeds\[2\]: 2 → 9\)"):
+        check_compatible({**old, "seeds": [0, 1, 2, 3]}, {**old, "seeds": [0, 1, 9, 3]}, "OUT")
+
+
+def test_resume_with_changed_guidance_one_line(tiny_sd_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["generate", "a bag", "--model", str(tiny_sd_dir), "--steps", "2", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--guidance", "9", "--steps", "3", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "(steps: 2 → 3; guidance: 7.5 → 9.0): pass the same --steps, --guidance, or" in err and "{" not in err
+
+
+def test_sigterm_exits_143_and_resume_finishes(tiny_sd_dir, tmp_path, capsys):
+    """Issue 15: SIGTERM stops after the current batch with status 143 (128 + 15; Ctrl-C stays 130)."""
+    out = tmp_path / "t"
+    args = ["generate", "a bag", "--model", str(tiny_sd_dir), "--steps", "2", "--seeds", "0-39", "--batch-size", "1",
+            "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minority", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(_lines(out / "manifest.jsonl")) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    done = len(_lines(out / "manifest.jsonl"))
+    assert proc.returncode == 143 and done < 40, (proc.returncode, err)
+    assert "error: Interrupted:" in err and "--resume" in err
+    assert main([*args, "--resume"]) == 0 and len(_lines(out / "manifest.jsonl")) == 40

@@ -4,6 +4,7 @@ CPU run (gloo) that must give byte-identical images and an equivalent merged man
 from __future__ import annotations
 
 import json
+import time
 
 import torch
 
@@ -74,7 +75,7 @@ def _rows(out):
     return rows
 
 
-def test_two_processes_match_one(tiny_sd_dir, tmp_path, capsys, monkeypatch):
+def test_two_processes_match_one(tiny_sd_dir, tmp_path, capfd, monkeypatch):
     """``minority generate --num-processes 2`` = ``accelerate launch --multi_gpu --num_processes 2 -m minority
     generate ...`` on the CPU (gloo). Same intra-op thread count in both runs: float reductions differ with it."""
     f = tmp_path / "p.jsonl"
@@ -91,7 +92,10 @@ def test_two_processes_match_one(tiny_sd_dir, tmp_path, capsys, monkeypatch):
         torch.set_num_threads(threads)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     code = main([*common, "--out", str(tmp_path / "two"), "--num-processes", "2"])
-    assert code == 0, capsys.readouterr().err
+    err = capfd.readouterr().err
+    assert code == 0, err
+    bars = [b for b in err.replace("\r", "\n").splitlines() if b.startswith("ddim:")]
+    assert bars and "13/13" in bars[-1], bars  # the bar counts both processes' images (issue 15)
     one, two = tmp_path / "one", tmp_path / "two"
     names = sorted(p.name for p in (one / "images").iterdir())
     assert len(names) == 13 and names == sorted(p.name for p in (two / "images").iterdir())
@@ -102,3 +106,34 @@ def test_two_processes_match_one(tiny_sd_dir, tmp_path, capsys, monkeypatch):
     logs = sorted(p.name for p in (two / "logs").iterdir())
     assert logs == ["generate.rank0.log", "generate.rank1.log"]
     assert json.loads((two / "config.json").read_text())["processes"] == 2
+
+
+def test_progress_counts_every_rank(tmp_path, capsys):
+    """Issue 15: the main process's bar ends at every process's total, also when the others finish last."""
+    from minority.runs.progress import OverallProgress
+
+    shards = [tmp_path / "manifest.rank1.jsonl", tmp_path / "manifest.rank2.jsonl"]
+    bar = OverallProgress(12, 2, shards, enabled=True, desc="bar")
+    bar.advance(2)
+    shards[0].write_text("{}\n{}\n")
+    bar.advance(1)
+    shards[1].write_text("{}\n{}\n{}\n")  # the others finish after this process's last batch
+    shards[0].write_text("{}\n{}\n{}\n{}\n")
+    bar.close()  # counts the others once more
+    drawn = [b for b in capsys.readouterr().err.replace("\r", "\n").splitlines() if b.startswith("bar:")]
+    assert "12/12" in drawn[-1], drawn
+
+
+def test_progress_refreshes_while_waiting(tmp_path):
+    from minority.runs.progress import OverallProgress
+
+    shard = tmp_path / "manifest.rank1.jsonl"
+    bar = OverallProgress(5, 0, [shard], enabled=True, interval=0.01)
+    try:
+        shard.write_text("{}\n{}\n")
+        deadline = time.time() + 30
+        while bar.n < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        assert bar.n == 2  # without any advance() of this process
+    finally:
+        bar.close()

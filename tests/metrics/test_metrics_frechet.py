@@ -34,6 +34,14 @@ def test_fd_matches_scipy_sqrtm(d):
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_fd_of_identical_sets_is_zero_not_negative():
+    """More dimensions than samples: round-off in tr(S) - tr(sqrt(S S)) used to give about -1e-3 (issue 15)."""
+    a = np.random.default_rng(0).normal(size=(300, 512)) * 10
+    assert frechet_distance(a, a) == 0.0
+    st = feature_stats(a)
+    assert frechet_distance_from_stats(st.mu, st.sigma, st.mu, st.sigma) == 0.0
+
+
 def test_fd_errors():
     with pytest.raises(MinorityError, match="dimension mismatch"):
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))

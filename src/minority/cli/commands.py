@@ -54,12 +54,15 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-label", type=int, default=None, help="class for class-conditional pixel models (default: null class)")
     p.add_argument("--prompt", default="", help="text-to-image models: conditioning prompt")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable and non-square images (with a warning that counts them) instead of stopping")
     p.set_defaults(func=run_score)
 
 
 def run_score(args) -> int:
     out = score_images(args.images, args.model, args.out, perturb=args.perturb, distance=args.distance,
                        mc_samples=args.mc_samples, batch_size=args.batch_size, seed=args.seed,
-                       class_label=args.class_label, prompt=args.prompt, device=args.device)
+                       class_label=args.class_label, prompt=args.prompt, device=args.device,
+                       skip_bad=args.skip_bad)
     print(f"Wrote {out}")
     return 0

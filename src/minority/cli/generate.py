@@ -18,8 +18,9 @@ from minority.pipelines.families import defaults_summary
 from minority.runs.distributed import launched_distributed
 from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
 from minority.runs.launch import argv_from_args, launch_processes
+from minority.runs.lock import lock_for_launch
 from minority.runs.prompts import config_fields, read_prompts_file
-from minority.runs.seeds import parse_seeds
+from minority.runs.seeds import parse_seeds, seed_run
 
 HELP = "generate images with a minority or baseline sampler"
 
@@ -90,11 +91,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
                                     sample_seed=args.sample_seed, fmt=args.prompts_format)
     elif args.sample is not None or args.limit is not None or args.offset:
         raise MinorityError("--sample, --offset and --limit select prompts of a --prompts-file: pass one.")
-    if args.images_per_prompt < 1:
-        raise MinorityError(f"--images-per-prompt must be >= 1 (got {args.images_per_prompt}).")
-    if args.seed < 0:
-        raise MinorityError(f"--seed must be >= 0 (got {args.seed}).")
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.seed, args.seed + args.images_per_prompt))
+    seeds = parse_seeds(args.seeds) if args.seeds else seed_run(args.seed, args.images_per_prompt)
     method = make_method(args.method, method_params(args, args.param_dests))  # the flags' one destination
     source = {}
     if args.prompts_file:
@@ -115,8 +112,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.num_processes > 1 and not launched_distributed():
         preflight(cfg)  # bad input: one error line here, not one per process
         script = (["-v"] if getattr(args, "verbose", False) else []) + ["generate"]
-        return launch_processes(args.num_processes, script + argv_from_args(parser, args, drop=("num_processes",)),
-                                device=args.device)
+        with lock_for_launch(cfg.out):  # held for the ranks (they get its token)
+            return launch_processes(args.num_processes,
+                                    script + argv_from_args(parser, args, drop=("num_processes",)), device=args.device)
     world = os.environ.get("WORLD_SIZE", "1") if launched_distributed() else "1"
     again = argv_from_args(parser, args, drop=("overwrite", "resume", "num_processes"))
     again += ["--resume"] + (["--num-processes", world] if world != "1" else [])
@@ -124,9 +122,9 @@ def run_generate(args: argparse.Namespace) -> int:
         result = generate_to_folder(cfg, resume_command=shlex.join(["minority", "generate", *again]))
     except GenerationInterrupted as err:
         if os.environ.get("RANK", "0") != "0":  # the main process says how to resume
-            return 130
+            return err.exit_code
         print(f"error: {err}", file=sys.stderr)
-        return 130
+        return err.exit_code  # 130 after Ctrl-C, 143 after SIGTERM
     if result.rank == 0:
         print(result.summary())
     return 0

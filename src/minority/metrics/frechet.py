@@ -69,7 +69,8 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
         )
     diff = mu1 - mu2
     fd = float(diff @ diff) + float(torch.trace(sigma1)) + float(torch.trace(sigma2))
-    return fd - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    # a distance is >= 0: round-off in the trace terms can leave identical sets at -1e-5 (clamp it to 0)
+    return max(0.0, fd - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
 
 def frechet_distance(real, fake) -> float:

@@ -31,6 +31,7 @@ from minority.runs.io import (
     ensure_writable_dir,
     save_image_atomic,
 )
+from minority.runs.lock import lock_for_process
 from minority.runs.manifest import (
     clean_temp_files,
     entry_complete,
@@ -40,9 +41,13 @@ from minority.runs.manifest import (
     read_entries,
     remove_shards,
     shard_path,
+    write_merged,
 )
+from minority.runs.pngmeta import embedded_row
 from minority.runs.progress import GenerateResult, OverallProgress, ProcessLog
+from minority.runs.recover import recover_rows, report_recovery
 from minority.runs.resume import check_compatible, read_config
+from minority.runs.seeds import check_run_size
 from minority.runs.sharding import Job, make_batches, plan_jobs, shard_units, work_units
 from minority.runs.signals import graceful_stop
 
@@ -219,31 +224,41 @@ def _write_outputs(out: Path, manifest: Path, cfg: GenerateConfig, plan: _Plan, 
     """Image (and token) files first, renamed into place; then the manifest line, flushed to disk."""
     for k, (job, img) in enumerate(zip(batch, res.images)):
         entry = _entry(cfg, plan, job, res.settings, seconds)
-        save_image_atomic(img, out / entry["file"])
         if res.trajectories and res.trajectories[k]:
             entry["trajectory"] = res.trajectories[k]
-        if res.extras and res.extras[k].get("token_embeds"):
-            token_rel = entry["file"][: -len(".png")] + ".safetensors"
-            save_token_embeds(res.extras[k], out / token_rel)
-            entry["token_file"], entry["placeholder"] = token_rel, res.extras[k]["placeholder"]
+        token = res.extras and res.extras[k].get("token_embeds")
+        if token:
+            entry["token_file"] = entry["file"][: -len(".png")] + ".safetensors"
+            entry["placeholder"] = res.extras[k]["placeholder"]
+        save_image_atomic(img, out / entry["file"], text=embedded_row(entry))  # the PNG carries its row
+        if token:
+            save_token_embeds(res.extras[k], out / entry["token_file"])
         append_jsonl(manifest, entry)
 
 
 def _complete_entries(out: Path, plan: _Plan) -> dict:
     """Entries of earlier runs whose files are intact and that belong to this plan (whole prompt groups only,
-    for methods whose images of a prompt are made together)."""
+    for methods whose images of a prompt are made together); rows missing from the manifest are recovered from
+    the images (:mod:`minority.runs.recover`)."""
     jobs = set(plan.jobs)
     kept = {}
+
+    def fits(job: Job, e: dict) -> bool:
+        return job in jobs and e.get("file") == plan.rel(job) and (
+            plan.pixel or e.get("prompt") == plan.items[job.prompt_index])
+
     for key, e in read_entries(out).items():
         job = Job(*key)
-        if job in jobs and e.get("file") == plan.rel(job) and entry_complete(out, e) and (
-                plan.pixel or e.get("prompt") == plan.items[job.prompt_index]):
+        if fits(job, e) and entry_complete(out, e):
             kept[job] = e
+    found = recover_rows(out, ((j, plan.rel(j)) for j in plan.jobs if j not in kept), fits)
+    kept.update(found.rows)
     if plan.whole_groups:
         for unit in work_units(plan.jobs, True):
             if not all(j in kept for j in unit):
                 for j in unit:
                     kept.pop(j, None)
+    report_recovery(sum(j in kept for j in found.rows), found.damaged)
     return kept
 
 
@@ -256,7 +271,8 @@ def _prepare_folder(out: Path, cfg: GenerateConfig, plan: _Plan, config: dict) -
         log.info("Removed %d temporary file(s) left by an interrupted run.", len(removed))
     if cfg.resume:
         kept = _complete_entries(out, plan)
-        merge(out, keep=lambda k, e: Job(*k) in kept)
+        write_merged(out, kept.values())  # the shards' kept lines and the recovered rows
+        remove_shards(out)
     else:
         manifest_path(out).unlink(missing_ok=True)
         remove_shards(out)
@@ -264,13 +280,17 @@ def _prepare_folder(out: Path, cfg: GenerateConfig, plan: _Plan, config: dict) -
 
 
 class GenerationInterrupted(MinorityError):
-    """The run stopped early (Ctrl-C / SIGTERM); every image written so far is complete."""
+    """The run stopped early (Ctrl-C / SIGTERM); every image written so far is complete. ``exit_code``:
+    128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    exit_code = 130
 
 
 def preflight(cfg: GenerateConfig, create: bool = True) -> None:
     """The checks that need no model: settings, the output folder (created when ``create``) and an earlier run
     in it (which needs ``resume`` or ``overwrite``). Raises :class:`MinorityError`."""
     cfg.validate()
+    check_run_size(len(cfg.prompts) or len(cfg.class_labels) or 1, cfg.seeds, cfg.prompt_seeds)
     out = Path(cfg.out)
     if create:
         ensure_writable_dir(out)
@@ -299,6 +319,15 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
         use_deterministic_kernels()
     ctx: ProcessContext = process_context(cfg.device)
     preflight(cfg, create=ctx.is_main)
+    lock = lock_for_process(cfg.out, ctx.is_main)  # one writer per --out (refused here, before the model loads)
+    try:
+        return _generate_locked(cfg, ctx, pipe, progress, resume_command, t_start)
+    finally:
+        lock.release()
+
+
+def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: bool, resume_command: str | None,
+                     t_start: float) -> GenerateResult:
     out = Path(cfg.out)
     if pipe is None:
         pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=ctx.device,
@@ -326,6 +355,7 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
     result = GenerateResult(out=out, total=len(plan.jobs), skipped=done, generated=0, processes=ctx.world,
                             rank=ctx.rank)
     hint = _resume_hint(resume_command)
+    stop, finished = None, False
     try:
         with graceful_stop(announce=ctx.is_main) as stop:
             for i, batch in enumerate(batches):
@@ -342,21 +372,26 @@ def generate_to_folder(cfg: GenerateConfig, pipe=None, progress: bool = True,
                 result.generated += len(batch)
                 bar.advance(len(batch))
                 plog(f"batch {i + 1}/{len(batches)}: {len(batch)} images in {t1 - t0:.2f} s, written in {t2 - t1:.3f} s")
+            finished = not result.interrupted
     except KeyboardInterrupt:
         result.interrupted = True
     except OutputWriteError as err:
         plog(f"error: {err}")
         raise OutputWriteError(f"{err} Then finish the run with: {hint}") from err
     finally:
-        bar.close()
+        if not finished:
+            bar.close()
     if result.interrupted:
         plog(f"interrupted after {result.generated} images")
         complete = len(read_entries(out))  # every process's lines so far
-        raise GenerationInterrupted(
+        err = GenerationInterrupted(
             f"Interrupted: {complete} of {len(plan.jobs)} images are complete in {out}; finish with: {hint}")
+        err.exit_code = stop.exit_code if stop is not None else 130
+        raise err
     plog(f"done: {result.generated} images in {result.generate_seconds:.1f} s generating, "
          f"{result.write_seconds:.2f} s writing")
     ctx.barrier()
+    bar.close()  # after the other processes finished: the bar ends at everyone's total
     if ctx.is_main:
         wanted = set(plan.jobs)
         merged = merge(out, keep=lambda k, e: Job(*k) in wanted)

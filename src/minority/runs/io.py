@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from minority.errors import MinorityError
+from minority.runs.pngmeta import png_bytes
 
 
 class OutputWriteError(MinorityError):
@@ -54,13 +55,10 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
-def save_image_atomic(image, path: str | Path) -> None:
-    """Save a PIL image as PNG atomically."""
-    import io
+def save_image_atomic(image, path: str | Path, text: str | None = None) -> None:
+    """Save a PIL image as PNG atomically; ``text`` (its manifest row) goes in an iTXt chunk ``minority``."""
 
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(image, text))
 
 
 def append_jsonl(path: str | Path, obj: dict) -> None:

@@ -7,6 +7,7 @@ shards (read incrementally), so no collective communication is needed while imag
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,32 +37,63 @@ class ShardCounter:
 class OverallProgress:
     """``images done / total``, images per second and ETA over all processes (drawn by the main process only).
 
+    The other processes' images are read from their shards whenever this process finishes a batch and, in a
+    background thread, every ``interval`` seconds (this process may be inside a long batch, or done with its
+    share and waiting for the others); :meth:`close` counts once more, so the bar ends at everyone's total.
+
     Args:
         total: images of the whole run.
         done: images already complete before this run started (resume).
         others: manifest shards of the other processes (their new lines count as done images).
         enabled: draw a bar (main process with ``progress=True``).
         desc: bar label.
+        interval: seconds between background refreshes (0: none).
     """
 
-    def __init__(self, total: int, done: int, others: list[Path], enabled: bool, desc: str = "generate"):
+    def __init__(self, total: int, done: int, others: list[Path], enabled: bool, desc: str = "generate",
+                 interval: float = 1.0):
         self.total, self.done0, self.own = total, done, 0
+        self.n = done  # images done over all processes, as last drawn
         self._others = ShardCounter(others)
         self._bar = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
         if enabled:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, initial=done, desc=desc, unit="img", dynamic_ncols=True)
+            if others and interval > 0:
+                self._thread = threading.Thread(target=self._tick, args=(interval,), daemon=True,
+                                                name="minority-progress")
+                self._thread.start()
+
+    def _tick(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw with this process's count plus the lines the other processes appended."""
+        with self._lock:
+            if self._bar is not None:
+                self.n = min(self.total, self.done0 + self.own + self._others.count())
+                self._bar.update(self.n - self._bar.n)
 
     def advance(self, n: int) -> None:
         """This process finished ``n`` more images; refresh the bar with everyone's count."""
         self.own += n
-        if self._bar is not None:
-            self._bar.update(self.done0 + self.own + self._others.count() - self._bar.n)
+        self.refresh()
 
     def close(self) -> None:
+        """Stop refreshing, count the other processes' lines a last time and close the bar (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         if self._bar is not None:
+            self.refresh()
             self._bar.close()
+            self._bar = None
 
 
 class ProcessLog:

@@ -31,25 +31,48 @@ def comparable(config: dict) -> dict:
     return {k: _normal(resolved.get(k, config.get(k))) for k in COMPARED}
 
 
-def _describe(key: str, old, new) -> str:
+_UNSET = "(unset)"
+
+
+def _short(value, limit: int = 40) -> str:
+    text = _UNSET if value is _UNSET else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _changes(key: str, old, new) -> list[str]:
+    """``name: old → new`` for a differing value; dicts (method parameters) name only their differing keys,
+    long lists the first differing position."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [f"{k}: {_short(old.get(k, _UNSET))} → {_short(new.get(k, _UNSET))}"
+                for k in keys if k not in old or k not in new or old[k] != new[k]]
     if isinstance(old, list) and isinstance(new, list) and len(old) > 3:
         if len(old) != len(new):
-            return f"{len(old)} {key} then, {len(new)} now"
+            return [f"{key}: {len(old)} → {len(new)} values"]
         i = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
-        return f"first difference at index {i}: {old[i]!r} then, {new[i]!r} now"
-    return f"{old!r} then, {new!r} now"
+        return [f"{key}[{i}]: {_short(old[i])} → {_short(new[i])}"]
+    return [f"{key}: {_short(old)} → {_short(new)}"]
 
 
 def check_compatible(old_config: dict, new_config: dict, out: Path) -> None:
-    """Raise :class:`MinorityError` naming the first differing key between an earlier and this run."""
+    """Raise :class:`MinorityError` naming every differing setting between an earlier and this run, old → new
+    (one line)."""
     old, new = comparable(old_config), comparable(new_config)
-    for key, flag in COMPARED.items():
+    keys = []
+    for key in COMPARED:
         if key not in old_config and key not in (old_config.get("resolved") or {}) and not new[key]:
             continue  # written by an older minority that did not have this key
         if old[key] != new[key]:
-            raise MinorityError(
-                f"--resume: {key} differs from the earlier run in {out} ({_describe(key, old[key], new[key])}): "
-                f"pass the same {flag}, or choose another --out (or --overwrite to start over).")
+            keys.append(key)
+    if not keys:
+        return
+    if "method" in keys and "params" in keys:
+        keys.remove("params")  # another method has other parameters: the method change says it all
+    changes = [c for k in keys for c in _changes(k, old[k], new[k])]
+    flags = ", ".join(dict.fromkeys(COMPARED[k] for k in keys))
+    raise MinorityError(
+        f"--resume: settings differ from the earlier run in {out} ({'; '.join(changes)}): pass the same {flags}, "
+        "or choose another --out (or --overwrite to start over).")
 
 
 def read_config(out: Path) -> dict | None:

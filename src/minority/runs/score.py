@@ -7,6 +7,7 @@ with (:func:`minority.methods.sgms.reconstruction_loss`). High scores mark uniqu
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from minority.methods.sgms import get_distance, minority_score
 from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.runs.io import atomic_write_bytes
 
+log = logging.getLogger("minority")
+
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -31,6 +34,39 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise MinorityError(f"No images (png/jpg/...) in {folder}.")
     return files
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be scored (unreadable, not square), or None."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"cannot read image {path} ({err})"
+    if w != h:
+        return f"image {path} is {w}x{h}, not square (it would be squashed to the model's square size)"
+    return None
+
+
+def usable_images(files: list[Path], skip_bad: bool = False) -> list[Path]:
+    """``files`` that read and are square; the first other one raises :class:`MinorityError` naming it, unless
+    ``skip_bad`` (then they are left out with one warning that counts them)."""
+    keep, bad = [], []
+    for f in files:
+        problem = _image_problem(f)
+        if problem is None:
+            keep.append(f)
+        elif not skip_bad:
+            raise MinorityError(f"{problem}: crop it to a square, or pass --skip-bad to leave such images out.")
+        else:
+            bad.append(problem)
+    if bad:
+        log.warning("Skipped %d unreadable or non-square image%s (first: %s).", len(bad), "s" if len(bad) > 1 else "",
+                    bad[0])
+    if not keep:
+        raise MinorityError(f"No usable images left after skipping {len(bad)} bad ones: check the folder.")
+    return keep
 
 
 def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
@@ -48,13 +84,16 @@ def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
 
 def score_images(images: str | Path, model: str, out: str | Path, perturb: float = 0.8, distance: str | None = None,
                  mc_samples: int = 4, batch_size: int = 16, seed: int = 0, class_label: int | None = None,
-                 prompt: str = "", device: str = "cpu") -> Path:
-    """Write ``out`` (CSV: file, score, rank) for every image under ``images``; returns the CSV path."""
+                 prompt: str = "", device: str = "cpu", skip_bad: bool = False) -> Path:
+    """Write ``out`` (CSV: file, score, rank) for every image under ``images``; returns the CSV path.
+
+    Images must be square (they are resized to the model's square size); an unreadable or non-square image
+    stops the run before the model loads, or with ``skip_bad`` is left out (one warning counts them)."""
     if not 0 < perturb < 1:
         raise MinorityError(f"perturb must be in (0, 1) (got {perturb}).")
     if mc_samples < 1:
         raise MinorityError(f"mc_samples must be >= 1 (got {mc_samples}).")
-    files = list_images(images)
+    files = usable_images(list_images(images), skip_bad)
     pipe = load_pipeline(model, device=device)
     c = pipe.components
     pixel = isinstance(pipe, PixelPipeline)

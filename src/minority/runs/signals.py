@@ -17,6 +17,12 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's status for the stopping signal: 128 + signal number (SIGINT 130, SIGTERM 143)."""
+        return 128 + int(self.signum or signal.SIGINT)
 
 
 @contextmanager
@@ -31,6 +37,7 @@ def graceful_stop(announce: bool = True) -> Iterator[StopRequest]:
         if stop.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.requested = True
+        stop.signum = stop.signum or signum
         if announce:
             log.warning("Stopping after the current batch (press Ctrl-C again to stop at once)...")
 
