@@ -20,35 +20,27 @@ import torch
 from minority.core.rng import use_deterministic_kernels
 from minority.errors import MinorityError
 from minority.methods import Method, make_method
-from minority.pipelines.pixel import PixelPipeline, load_pipeline
-from minority.pipelines.run import RunPlan, Sampling
+from minority.pipelines.pixel import load_pipeline
+from minority.pipelines.run import Sampling
 from minority.runs.distributed import ProcessContext, process_context, resolve_device
+from minority.runs.folder import prepare_folder, save_token_embeds, write_outputs
 from minority.runs.io import (
     OutputWriteError,
-    append_jsonl,
-    atomic_write_bytes,
-    atomic_write_json,
     ensure_writable_dir,
-    save_image_atomic,
 )
 from minority.runs.lock import lock_for_process
 from minority.runs.manifest import (
-    clean_temp_files,
-    entry_complete,
     has_results,
     manifest_path,
     merge,
     read_entries,
-    remove_shards,
     shard_path,
-    write_merged,
 )
-from minority.runs.pngmeta import embedded_row
+from minority.runs.plan import Plan, call_batch, image_name, make_plan, negative
 from minority.runs.progress import GenerateResult, OverallProgress, ProcessLog
-from minority.runs.recover import recover_rows, report_recovery
 from minority.runs.resume import check_compatible, read_config
 from minority.runs.seeds import check_run_size
-from minority.runs.sharding import Job, make_batches, plan_jobs, shard_units, work_units
+from minority.runs.sharding import Job, make_batches, shard_units, work_units
 from minority.runs.signals import graceful_stop
 
 log = logging.getLogger("minority")
@@ -121,164 +113,7 @@ class GenerateConfig:
                 raise MinorityError(f"{name} has {len(getattr(self, name))} entries for {n_items} prompts: give one per prompt.")
 
 
-def image_name(prompt_index: int, seed: int) -> str:
-    """``<prompt_index:05d>_<seed:06d>.png``."""
-    return f"{prompt_index:05d}_{seed:06d}.png"
-
-
-def save_token_embeds(extra: dict, path: Path) -> None:
-    """Save an image's optimised token in the textual-inversion safetensors layout (atomically)."""
-    from safetensors.torch import save
-
-    meta = {"placeholder": extra["placeholder"], "format": "textual-inversion", "producer": "minority"}
-    atomic_write_bytes(path, save(extra["token_embeds"], metadata=meta))
-
-
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class _Plan:
-    """The resolved run: items, jobs and the settings that define every image."""
-    items: list
-    pixel: bool
-    whole_groups: bool
-    jobs: list[Job]
-    resolved: dict
-    default_negative: str | None
-    run: RunPlan
-
-    def rel(self, job: Job) -> str:
-        """``images/<index>_<seed>.png`` (pixel models: the class label replaces the index, as before)."""
-        label = self.items[job.prompt_index]
-        if self.pixel and label is not None:
-            return f"images/{image_name(label, job.seed)}"
-        return f"images/{image_name(job.prompt_index, job.seed)}"
-
-
-def _negative(cfg: GenerateConfig, plan: _Plan, job: Job) -> str | None:
-    """The negative prompt of a job: its prompt's own, else the run's, else the method's default (or None)."""
-    own = cfg.negative_prompts[job.prompt_index] if cfg.negative_prompts else None
-    return own if own is not None else plan.default_negative
-
-
-def _plan(cfg: GenerateConfig, pipe) -> _Plan:
-    """Items, jobs and resolved settings; validates every input against the loaded model once for the whole run
-    (no files touched)."""
-
-    method = cfg.method
-    pixel = isinstance(pipe, PixelPipeline)
-    if pixel:
-        if cfg.prompts:
-            raise MinorityError("This is a pixel-space model: it takes --class-label values, not prompts.")
-        items: list = list(cfg.class_labels) or [None]
-    else:
-        if cfg.class_labels:
-            raise MinorityError("--class-label is for pixel-space models; text-to-image models take prompts.")
-        if not cfg.prompts:
-            raise MinorityError("No prompt given: pass prompts as arguments or with --prompts-file.")
-        items = list(cfg.prompts)
-    whole = method.whole_prompt_batches
-    jobs = plan_jobs(len(items), cfg.seeds, cfg.prompt_seeds)
-    first_batch = work_units(jobs, True)[0] if whole else jobs[: cfg.batch_size]
-    run = pipe.plan([items[j.prompt_index] for j in jobs], cfg.method, steps=cfg.steps,
-                    guidance=cfg.guidance, height=None if pixel else cfg.height, width=None if pixel else cfg.width,
-                    group_ids=[j.prompt_index for j in jobs] if whole else None)
-    if whole:  # objectives over a prompt's images: check the first batch as it will be sampled
-        run.method.check(pipe.context(run, [items[j.prompt_index] for j in first_batch], [j.seed for j in first_batch],
-                                      [j.prompt_index for j in first_batch]))
-    size = {} if pixel else {"height": run.height, "width": run.width}
-    plan = _Plan(items=items, pixel=pixel, whole_groups=whole, jobs=jobs,
-                 resolved={"params": run.method.to_dict(), "steps": run.steps, "guidance": run.guidance, **size},
-                 default_negative=None if pixel else (cfg.negative_prompt or method.default_negative_prompt), run=run)
-    names = [plan.rel(j) for j in jobs]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise MinorityError(f"Two images would both be written to {dup}: each (class label, seed) pair must appear once.")
-    return plan
-
-
-def _call(pipe, cfg: GenerateConfig, plan: _Plan, batch: list[Job]):
-    """One batch of the planned run (items: prompts or class labels)."""
-    items = [plan.items[j.prompt_index] for j in batch]
-    negs = None if plan.pixel else [_negative(cfg, plan, j) for j in batch]
-    if negs is not None and negs[0] is None:
-        negs = None
-    return pipe.run_batch(plan.run, items, negatives=negs, group_ids=[j.prompt_index for j in batch],
-                          seeds=[j.seed for j in batch])
-
-
-def _entry(cfg: GenerateConfig, plan: _Plan, job: Job, settings: dict, seconds: float) -> dict:
-    item = plan.items[job.prompt_index]
-    meta = dict(cfg.prompt_meta[job.prompt_index]) if cfg.prompt_meta else {}
-    st = settings
-    return {
-        "file": plan.rel(job), "prompt": None if plan.pixel else item, "prompt_index": job.prompt_index,
-        "seed": job.seed, **({"class_label": item} if plan.pixel else {}), **meta, "method": st["method"],
-        "model": st["model"], "family": st["family"], "steps": st["steps"], "guidance": st["guidance"],
-        "negative_prompt": st["negative_prompt"] if plan.pixel else _negative(cfg, plan, job),
-        "height": st["height"], "width": st["width"], **st["params"], "seconds": round(seconds, 4),
-    }
-
-
-def _write_outputs(out: Path, manifest: Path, cfg: GenerateConfig, plan: _Plan, batch: list[Job], res,
-                   seconds: float) -> None:
-    """Image (and token) files first, renamed into place; then the manifest line, flushed to disk."""
-    for k, (job, img) in enumerate(zip(batch, res.images)):
-        entry = _entry(cfg, plan, job, res.settings, seconds)
-        if res.trajectories and res.trajectories[k]:
-            entry["trajectory"] = res.trajectories[k]
-        token = res.extras and res.extras[k].get("token_embeds")
-        if token:
-            entry["token_file"] = entry["file"][: -len(".png")] + ".safetensors"
-            entry["placeholder"] = res.extras[k]["placeholder"]
-        save_image_atomic(img, out / entry["file"], text=embedded_row(entry))  # the PNG carries its row
-        if token:
-            save_token_embeds(res.extras[k], out / entry["token_file"])
-        append_jsonl(manifest, entry)
-
-
-def _complete_entries(out: Path, plan: _Plan) -> dict:
-    """Entries of earlier runs whose files are intact and that belong to this plan (whole prompt groups only,
-    for methods whose images of a prompt are made together); rows missing from the manifest are recovered from
-    the images (:mod:`minority.runs.recover`)."""
-    jobs = set(plan.jobs)
-    kept = {}
-
-    def fits(job: Job, e: dict) -> bool:
-        return job in jobs and e.get("file") == plan.rel(job) and (
-            plan.pixel or e.get("prompt") == plan.items[job.prompt_index])
-
-    for key, e in read_entries(out).items():
-        job = Job(*key)
-        if fits(job, e) and entry_complete(out, e):
-            kept[job] = e
-    found = recover_rows(out, ((j, plan.rel(j)) for j in plan.jobs if j not in kept), fits)
-    kept.update(found.rows)
-    if plan.whole_groups:
-        for unit in work_units(plan.jobs, True):
-            if not all(j in kept for j in unit):
-                for j in unit:
-                    kept.pop(j, None)
-    report_recovery(sum(j in kept for j in found.rows), found.damaged)
-    return kept
-
-
-def _prepare_folder(out: Path, cfg: GenerateConfig, plan: _Plan, config: dict) -> None:
-    """Main process, before any image: remove temporary files, keep only complete entries of an earlier run
-    (``resume``; merged into ``manifest.jsonl``) or none, and write ``config.json``."""
-    (out / "images").mkdir(exist_ok=True)
-    removed = clean_temp_files(out)
-    if removed:
-        log.info("Removed %d temporary file(s) left by an interrupted run.", len(removed))
-    if cfg.resume:
-        kept = _complete_entries(out, plan)
-        write_merged(out, kept.values())  # the shards' kept lines and the recovered rows
-        remove_shards(out)
-    else:
-        manifest_path(out).unlink(missing_ok=True)
-        remove_shards(out)
-    atomic_write_json(out / "config.json", config)
-
-
 class GenerationInterrupted(MinorityError):
     """The run stopped early (Ctrl-C / SIGTERM); every image written so far is complete. ``exit_code``:
     128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
@@ -332,20 +167,20 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
     if pipe is None:
         pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=ctx.device,
                              torch_dtype=DTYPES[cfg.dtype])
-    plan = _plan(cfg, pipe)
+    plan = make_plan(cfg, pipe)
     config = {**cfg.to_json(), "model": cfg.model or pipe.components.name, "resolved_device": ctx.device,
               "resolved": plan.resolved, "processes": ctx.world}
     if cfg.resume and (old := read_config(out)) is not None:
         check_compatible(old, config, out)
     ctx.barrier()
     if ctx.is_main:
-        _prepare_folder(out, cfg, plan, config)
+        prepare_folder(out, cfg, plan, config)
     ctx.barrier()
     complete = {Job(*k) for k in read_entries(out)}  # the consolidated manifest (resume) or nothing
     done = len(complete)
     remaining = [j for j in plan.jobs if j not in complete]
     mine = shard_units(work_units(remaining, plan.whole_groups), ctx.rank, ctx.world)
-    batches = make_batches(mine, cfg.batch_size, plan.whole_groups, key=lambda j: _negative(cfg, plan, j) is None)
+    batches = make_batches(mine, cfg.batch_size, plan.whole_groups, key=lambda j: negative(cfg, plan, j) is None)
     manifest = manifest_path(out) if ctx.world == 1 else shard_path(out, ctx.rank)
     plog = ProcessLog(out, ctx.rank)
     plog(f"start: {sum(len(b) for b in batches)} of {len(remaining)} remaining images ({len(plan.jobs)} in all, "
@@ -355,23 +190,46 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
     result = GenerateResult(out=out, total=len(plan.jobs), skipped=done, generated=0, processes=ctx.world,
                             rank=ctx.rank)
     hint = _resume_hint(resume_command)
+    _sample_batches(pipe, cfg, plan, batches, manifest, bar, plog, result, hint)
+    plog(f"done: {result.generated} images in {result.generate_seconds:.1f} s generating, "
+         f"{result.write_seconds:.2f} s writing")
+    ctx.barrier()
+    bar.close()  # after the other processes finished: the bar ends at everyone's total
+    if ctx.is_main:
+        wanted = set(plan.jobs)
+        merged = merge(out, keep=lambda k, e: Job(*k) in wanted)
+        result.generated = len(merged) - done
+    ctx.close()
+    result.seconds = time.perf_counter() - t_start
+    if ctx.is_main:
+        log.debug("%s (main process: %.1f s generating, %.2f s writing files)", result.summary(),
+                  result.generate_seconds, result.write_seconds)
+    return result
+
+
+def _sample_batches(pipe, cfg: GenerateConfig, plan: Plan, batches: list[list[Job]], manifest: Path,
+                    bar: OverallProgress, plog: ProcessLog, result: GenerateResult, hint: str) -> None:
+    """Sample and write this process's batches; stops cleanly between batches on Ctrl-C / SIGTERM (raises
+    :class:`GenerationInterrupted`) and names the resume command when a write fails."""
+    out = Path(cfg.out)
     stop, finished = None, False
     try:
-        with graceful_stop(announce=ctx.is_main) as stop:
+        with graceful_stop(announce=result.rank == 0) as stop:
             for i, batch in enumerate(batches):
                 if stop.requested:
                     result.interrupted = True
                     break
                 t0 = time.perf_counter()
-                res = _call(pipe, cfg, plan, batch)
+                res = call_batch(pipe, cfg, plan, batch)
                 t1 = time.perf_counter()
-                _write_outputs(out, manifest, cfg, plan, batch, res, (t1 - t0) / len(batch))
+                write_outputs(out, manifest, cfg, plan, batch, res, (t1 - t0) / len(batch))
                 t2 = time.perf_counter()
                 result.generate_seconds += t1 - t0
                 result.write_seconds += t2 - t1
                 result.generated += len(batch)
                 bar.advance(len(batch))
-                plog(f"batch {i + 1}/{len(batches)}: {len(batch)} images in {t1 - t0:.2f} s, written in {t2 - t1:.3f} s")
+                plog(f"batch {i + 1}/{len(batches)}: {len(batch)} images in {t1 - t0:.2f} s, "
+                     f"written in {t2 - t1:.3f} s")
             finished = not result.interrupted
     except KeyboardInterrupt:
         result.interrupted = True
@@ -388,20 +246,6 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
             f"Interrupted: {complete} of {len(plan.jobs)} images are complete in {out}; finish with: {hint}")
         err.exit_code = stop.exit_code if stop is not None else 130
         raise err
-    plog(f"done: {result.generated} images in {result.generate_seconds:.1f} s generating, "
-         f"{result.write_seconds:.2f} s writing")
-    ctx.barrier()
-    bar.close()  # after the other processes finished: the bar ends at everyone's total
-    if ctx.is_main:
-        wanted = set(plan.jobs)
-        merged = merge(out, keep=lambda k, e: Job(*k) in wanted)
-        result.generated = len(merged) - done
-    ctx.close()
-    result.seconds = time.perf_counter() - t_start
-    if ctx.is_main:
-        log.debug("%s (main process: %.1f s generating, %.2f s writing files)", result.summary(),
-                  result.generate_seconds, result.write_seconds)
-    return result
 
 
 def run_generate(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path:
