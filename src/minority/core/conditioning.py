@@ -1,4 +1,4 @@
-"""The conditioning passed to a denoiser: text embeddings (SD/SDXL) or class labels (pixel models)."""
+"""The conditioning passed to a denoiser: text embeddings (SD/SDXL/SD3/FLUX) or class labels (pixel models)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,20 @@ class Conditioning:
         pooled: SDXL pooled text embedding of encoder 2, ``(B, D2)``; ``None`` otherwise.
         time_ids: SDXL micro-conditioning ``(B, 6)`` (original size, crop, target size).
         class_labels: pixel-model class labels ``(B,)`` (long); ``None`` if unconditional.
+        guidance: FLUX-dev's embedded guidance scale per sample ``(B,)``; ``None`` otherwise.
+    SD3: ``embeds`` = CLIP-L ‖ CLIP-G penultimate states (zero-padded to T5's width) then T5's, along L;
+    ``pooled`` = both CLIP pooled outputs. FLUX: ``embeds`` = T5, ``pooled`` = CLIP-L's pooled output.
     """
 
     embeds: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
     time_ids: torch.Tensor | None = None
     class_labels: torch.Tensor | None = None
+    guidance: torch.Tensor | None = None
 
     def _fields(self) -> dict[str, torch.Tensor | None]:
-        return {"embeds": self.embeds, "pooled": self.pooled, "time_ids": self.time_ids, "class_labels": self.class_labels}
+        return {"embeds": self.embeds, "pooled": self.pooled, "time_ids": self.time_ids, "class_labels": self.class_labels,
+                "guidance": self.guidance}
 
     def map(self, fn) -> Conditioning:
         """Apply ``fn`` to every tensor field."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from minority.core.conditioning import Conditioning
+from minority.core.schedules import annealed_perturb_timestep
 from minority.errors import MinorityError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -111,7 +112,7 @@ class Denoiser:
         self.samples_evaluated = 0  # number of per-sample evaluations (CFG counts 2 per image)
         cfg = getattr(unet, "config", None)
         self.in_channels = int(getattr(cfg, "in_channels", 4))
-        self.learned_variance = int(getattr(cfg, "out_channels", self.in_channels)) == 2 * self.in_channels
+        self.learned_variance = int(getattr(cfg, "out_channels", None) or self.in_channels) == 2 * self.in_channels
         self.is_text = hasattr(cfg, "cross_attention_dim") and cfg.cross_attention_dim is not None
 
     def alpha(self, t: int) -> float:
@@ -152,6 +153,20 @@ class Denoiser:
         eps, x0 = to_eps_x0(out.to(z.dtype), z, self.alpha(t), self.prediction_type)
         return Prediction(eps=eps, x0=x0, var_values=var_values)
 
+    def guided_x0(self, z: torch.Tensor, t: int, eps: torch.Tensor, pc: Prediction, pu: Prediction | None,
+                  w: float) -> torch.Tensor:
+        """ẑ0 of the guided ε̃ ``eps`` at ``z`` (Tweedie, ``(B, C, H, W)``); ``pc``/``pu`` are the branch predictions."""
+        alpha = self.alpha(t)
+        return (z - (1.0 - alpha) ** 0.5 * eps) / alpha**0.5
+
+    def level(self, fraction: float) -> int:
+        """The timestep of a re-noising level given as a fraction p of the schedule (SGMS's and MP's fixed p)."""
+        return clamp_level(fraction, self.num_train_timesteps)
+
+    def annealed_level(self, t_next: int) -> int:
+        """MinorityPrompt's annealed re-noising timestep s for a step ending at ``t_next`` (SPEC §3.1)."""
+        return annealed_perturb_timestep(t_next, self.num_train_timesteps)
+
     def __call__(self, z: torch.Tensor, t: int, cond: Conditioning) -> Prediction:
         """ε̂, ẑ0 of ``z`` ``(B, C, H, W)`` at integer timestep ``t`` under ``cond`` (differentiable)."""
         return self.convert(z, t, self.raw(z, t, cond))
@@ -180,6 +195,104 @@ class Denoiser:
         if self.vae is None:
             return images
         return encode_with_vae(self.vae, images)
+
+
+def flow_alpha(sigma: float) -> float:
+    """The VP level ᾱ of the flow level σ: x_σ = (1 − σ) x0 + σ ε = c_σ z with z = √ᾱ x0 + √(1−ᾱ) ε,
+    √ᾱ = (1 − σ)/c_σ, √(1−ᾱ) = σ/c_σ, c_σ = √((1 − σ)² + σ²)."""
+    a, b = (1.0 - sigma) ** 2, sigma**2
+    return a / (a + b)
+
+
+def flow_scale(sigma: float) -> float:
+    """c_σ = √((1 − σ)² + σ²): the flow sample is c_σ times the VP sample of level :func:`flow_alpha`."""
+    return ((1.0 - sigma) ** 2 + sigma**2) ** 0.5
+
+
+class FlowDenoiser(Denoiser):
+    """The adapter of flow-matching transformers (SD3 / SD3.5 ``SD3Transformer2DModel``, FLUX.1
+    ``FluxTransformer2DModel``; SPEC §3.5), presented to the loop and the methods as a VP denoiser.
+
+    Diffusers' flows are x_σ = (1 − σ) x0 + σ ε with the velocity v = ε − x0 predicted, so
+    x̂0 = x_σ − σ v̂ and ε̂ = x_σ + (1 − σ) v̂. The loop's sample is the VP-scaled z = x_σ / c_σ of level
+    ᾱ(σ) (:func:`flow_alpha`, :func:`flow_scale`; c = 1 at σ = 1 and σ = 0, so the initial noise and the final
+    latent are the flow's own). Then the DDIM update z_next = √ᾱ_next x̂0 + √(1−ᾱ_next) ε̃ is exactly the Euler step
+    x_next = x + (σ_next − σ) ṽ, and the VP re-noising z_s = √ᾱ_s x̂0 + √(1−ᾱ_s) ε is x_s = (1 − σ_s) x̂0 + σ_s ε:
+    every method runs unchanged. Timestep keys t are the pipeline's σ·1000 (``t < 0`` = σ 0).
+
+    Args:
+        transformer: the flow transformer (frozen).
+        kind: ``"sd3"`` or ``"flux"`` (packed 2×2 latents, image/text ids, σ fed as t/1000, guidance embedding).
+        sigmas: the grid's exact σ per timestep key (from the scheduler), others are t/1000.
+        sigma_range: (σ_min, σ_max) of the schedule (clamps MinorityPrompt's annealed σ_s).
+        vae: the ``AutoencoderKL`` (shift and scaling factors from its config).
+    """
+
+    def __init__(self, transformer, kind: str, sigma_range: tuple[float, float], vae=None):
+        super().__init__(transformer, torch.linspace(1.0, 0.0, 1000), "epsilon", 1.0, vae=vae)
+        self.kind = kind
+        self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+        self.sigmas: dict[float, float] = {}
+        cfg = transformer.config
+        self.in_channels = int(cfg.in_channels) // (4 if kind == "flux" else 1)
+        self.learned_variance, self.is_text = False, True
+
+    def sigma(self, t: float) -> float:
+        """σ of timestep key ``t`` (t < 0: σ = 0)."""
+        if t < 0:
+            return 0.0
+        return self.sigmas.get(float(t), float(t) / 1000.0)
+
+    def alpha(self, t: float) -> float:
+        return flow_alpha(self.sigma(t))
+
+    def level(self, fraction: float) -> float:
+        """σ_p = p directly (SPEC §3.5), as the timestep key 1000·p."""
+        return 1000.0 * min(max(float(fraction), 1e-3), 1.0)
+
+    def annealed_level(self, t_next: float) -> float:
+        """σ_s = 1 − σ_next clamped to [σ_min, σ_max] (SPEC §3.5), as a timestep key."""
+        lo, hi = self.sigma_range
+        return 1000.0 * min(max(1.0 - self.sigma(t_next), lo), hi)
+
+    def raw(self, z: torch.Tensor, t: float, cond: Conditioning) -> torch.Tensor:
+        """One transformer forward on x_σ = c_σ z; returns v̂ ``(B, C, h, w)`` (unpacked for FLUX)."""
+        self.calls += 1
+        self.samples_evaluated += z.shape[0]
+        x = (z * flow_scale(self.sigma(t))).to(self.dtype)
+        b = x.shape[0]
+        tt = torch.tensor(float(t), dtype=torch.float32, device=x.device).expand(b)
+        if self.kind == "sd3":
+            return self.transformer_call(hidden_states=x, timestep=tt, encoder_hidden_states=cond.embeds.to(self.dtype),
+                                         pooled_projections=cond.pooled.to(self.dtype))
+        _, c, h, w = x.shape
+        packed = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+        ids = torch.zeros(h // 2, w // 2, 3)
+        ids[..., 1] += torch.arange(h // 2)[:, None]
+        ids[..., 2] += torch.arange(w // 2)[None, :]
+        ids = ids.reshape(-1, 3).to(device=x.device, dtype=self.dtype)
+        txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=x.device, dtype=self.dtype)
+        guidance = None if cond.guidance is None else cond.guidance.to(device=x.device, dtype=torch.float32)
+        out = self.transformer_call(hidden_states=packed, timestep=tt.to(self.dtype) / 1000, guidance=guidance,
+                                    pooled_projections=cond.pooled.to(self.dtype),
+                                    encoder_hidden_states=cond.embeds.to(self.dtype), txt_ids=txt_ids, img_ids=ids)
+        return out.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+    def transformer_call(self, **kw) -> torch.Tensor:
+        return self.unet(**kw, return_dict=False)[0]
+
+    def convert(self, z: torch.Tensor, t: float, out: torch.Tensor) -> Prediction:
+        """x̂0 = x_σ − σ v̂, ε̂ = x_σ + (1 − σ) v̂ with x_σ = c_σ z."""
+        sigma = self.sigma(t)
+        x, v = z * flow_scale(sigma), out.to(z.dtype)
+        return Prediction(eps=x + (1.0 - sigma) * v, x0=x - sigma * v)
+
+    def guided_x0(self, z: torch.Tensor, t: float, eps: torch.Tensor, pc: Prediction, pu: Prediction | None,
+                  w: float) -> torch.Tensor:
+        """Tweedie as for VP models; at σ = 1 (ᾱ = 0, where ε̂ carries no x0) the guided x̂0 of the branches."""
+        if self.sigma(t) < 1.0:
+            return super().guided_x0(z, t, eps, pc, pu, w)
+        return pc.x0 if pu is None else pu.x0 + w * (pc.x0 - pu.x0)
 
 
 def encode_with_vae(vae, images: torch.Tensor) -> torch.Tensor:

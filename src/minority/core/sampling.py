@@ -92,7 +92,7 @@ def _clip(x0: torch.Tensor, ctx: StepContext) -> torch.Tensor:
 def ddim_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
     """Deterministic DDIM (η = 0) with classifier-free guidance (ẑ0 clipped as diffusers' ``clip_sample``)."""
     eps = cfg_eps(pc, pu, ctx.guidance)
-    x0 = _clip(tweedie(ctx.z, eps, ctx.alpha), ctx)
+    x0 = _clip(ctx.denoiser.guided_x0(ctx.z, ctx.t, eps, pc, pu, ctx.guidance), ctx)
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * eps
 
 
@@ -132,7 +132,7 @@ def ancestral_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> t
 def cfgpp_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
     """CFG++ (Chung et al. 2024): denoise with the λ-guided ε, re-noise with the unconditional ε_∅."""
     eps = cfg_eps(pc, pu, ctx.guidance)
-    x0 = _clip(tweedie(ctx.z, eps, ctx.alpha), ctx)
+    x0 = _clip(ctx.denoiser.guided_x0(ctx.z, ctx.t, eps, pc, pu, ctx.guidance), ctx)
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * pu.eps
 
 

@@ -138,6 +138,10 @@ class PromptEncoder:
                 hidden.append(out.last_hidden_state)
         return Conditioning(embeds=torch.cat(hidden, dim=-1), pooled=pooled)
 
+    def fixed_ids(self, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Token ids of encoders that never carry a learnable token (none here; T5 of SD3 / FLUX)."""
+        return []
+
     def encode(self, prompts: Sequence[str]) -> Conditioning:
         """Encode prompts (frozen encoders, no graph)."""
         with torch.no_grad():

@@ -27,18 +27,18 @@ import torch
 from minority.core import tokens
 from minority.core.conditioning import Conditioning
 from minority.core.context import RunContext
-from minority.core.denoiser import Denoiser, clamp_level
+from minority.core.denoiser import Denoiser
 from minority.core.guards import ActiveSamples
 from minority.core.kernel import reconstruction, renoising_noise
-from minority.core.sampling import Hook, StepContext, cfg_eps, tweedie
-from minority.core.schedules import annealed_perturb_timestep
+from minority.core.sampling import Hook, StepContext, cfg_eps
 from minority.core.text import TokenOverride
 from minority.errors import MinorityError
 from minority.methods.base import Method, hyperparameter
 
 # Per-family optimisation defaults (SPEC §3.1; SD 1.x/2.x/SDXL values are this project's choice).
 FAMILY_OPT_DEFAULTS = {"sd": {"opt_every": 5, "init_word": "cool"}, "sdxl": {"opt_every": 5, "init_word": "cool"},
-                       "sdxl-lightning": {"opt_every": 1, "init_word": "handsome"}}
+                       "sdxl-lightning": {"opt_every": 1, "init_word": "handsome"},
+                       "flux-schnell": {"opt_every": 1, "init_word": "cool"}}
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ObjectiveInputs:
             pu, pc = self.uncond_cache[t], den(z, t, cond)
         else:  # CFG batch at z_s, which depends on v: one call with gradient
             pc, pu = den.both(z, t, cond, self.uncond)
-        return tweedie(z, cfg_eps(pc, pu, self.guidance), den.alpha(t))
+        return den.guided_x0(z, t, cfg_eps(pc, pu, self.guidance), pc, pu, self.guidance)
 
     def first_x0(self, cfg: bool = False) -> torch.Tensor:
         """ẑ0¹ = ẑ0(z_t, C_v) (cached: shared by combined objectives)."""
@@ -153,6 +153,7 @@ class PromptOptimizer(Hook):
             marker = len(tok) + 1000  # outside any vocabulary
             self.ids.append(tokens.insert_placeholders(tok, prompts, n, method.token_position, marker))
             self.markers.append(torch.arange(marker, marker + n).expand(len(prompts), -1))
+        self.fixed_ids = enc.fixed_ids(prompts)  # encoders without a token (T5 of SD3 / FLUX): the plain prompt
         if init_vectors is None:
             init_vectors = tokens.initial_vectors(enc, method.init, method.init_word, n, len(prompts), run.generators)
         self.v = [v.detach().clone() for v in init_vectors]
@@ -163,16 +164,16 @@ class PromptOptimizer(Hook):
 
     def encode_v(self, vectors: list[torch.Tensor]) -> Conditioning:
         """C_v for the given token embeddings (differentiable w.r.t. ``vectors``)."""
-        c = self.run.prompt_encoder.encode_ids(self.ids, [TokenOverride(m, v) for m, v in zip(self.markers, vectors)])
-        c.time_ids = self.run.cond.time_ids
-        return c
+        overrides = [TokenOverride(m, v) for m, v in zip(self.markers, vectors)] + [None] * len(self.fixed_ids)
+        c = self.run.prompt_encoder.encode_ids(self.ids + self.fixed_ids, overrides)
+        return c.replace(time_ids=self.run.cond.time_ids, guidance=self.run.cond.guidance)
 
     def optimised_at(self, index: int) -> bool:
         return index % self.m.opt_every == 0 and index < self.m.opt_window * self.run.steps
 
     def perturb_timestep(self, ctx: StepContext) -> int:
-        T = ctx.denoiser.num_train_timesteps  # s: annealed (MP §3.3) or a fixed fraction of T_train
-        return annealed_perturb_timestep(ctx.t_next, T) if self.m.perturb == "annealed" else clamp_level(self.m.perturb, T)
+        den = ctx.denoiser  # s: annealed (MP §3.3; flows σ_s = 1 − σ_next) or a fixed fraction p of the schedule
+        return den.annealed_level(ctx.t_next) if self.m.perturb == "annealed" else den.level(self.m.perturb)
 
     def before_step(self, ctx: StepContext) -> None:
         if self.optimised_at(ctx.index):  # MP Alg. 1: optimise v at every N-th step, then sample with C_{v*}

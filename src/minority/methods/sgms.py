@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from minority.core.conditioning import Conditioning
-from minority.core.denoiser import Denoiser, clamp_level
+from minority.core.denoiser import Denoiser
 from minority.core.distances import (  # noqa: F401  (l2_distance, get_distance: re-exported for callers)
     Distance,
     check_distance,
@@ -94,7 +94,7 @@ class SGMS(Method):
         if run.latent and self.solver == "ancestral":
             raise MinorityError("sgms on latent text-to-image models runs on DDIM: drop --solver ancestral.")
         check_distance(self.distance or ("l2" if run.latent else "enet-lpips"), run.latent)
-        if self.schedule == "var" and not hasattr(run.scheduler, "alphas_cumprod"):
+        if self.schedule == "var" and not hasattr(run.scheduler, "alphas_cumprod") and not hasattr(run.scheduler, "sigmas"):
             raise MinorityError(
                 f"schedule 'var' needs a DDPM-type noise schedule (ᾱ_t) to compute the posterior variance, and "
                 f"{type(run.scheduler).__name__} has none: use --schedule fixed."
@@ -125,7 +125,7 @@ class SGMSHook(Hook):
         if not self.guided_at(ctx):
             return
         m, den = self.m, ctx.denoiser
-        p = clamp_level(m.perturb, den.num_train_timesteps)
+        p = den.level(m.perturb)
         with torch.enable_grad():
             x = ctx.z.detach().requires_grad_(True)
             pred = den(x, ctx.t, ctx.cond)  # x̂0(x_t): the forward with gradient, reused by the sampler
@@ -158,6 +158,6 @@ def minority_score(denoiser: Denoiser, images: torch.Tensor, cond: Conditioning,
         images: clean samples x0 in the model's space ``(B, C, H, W)`` (pixels in [−1, 1], or VAE latents).
         cond: their conditioning (class labels / text) or an unconditional one.
     """
-    p = clamp_level(perturb, denoiser.num_train_timesteps)
+    p = denoiser.level(perturb)
     with torch.no_grad():
         return reconstruction_loss(denoiser, images, p, cond, distance, generators, mc_samples)

@@ -12,6 +12,9 @@ FAMILY_DEFAULTS: dict[str, dict[str, float]] = {
     "sdxl": {"steps": 50, "guidance": 5.0},
     "sdxl-lightning": {"steps": 4, "guidance": 1.0},
     "pixel": {"steps": 250, "guidance": 1.0},
+    "sd3": {"steps": 28, "guidance": 7.0},  # StableDiffusion3Pipeline's defaults
+    "flux-dev": {"steps": 28, "guidance": 3.5},  # FluxPipeline's (guidance embedded, no CFG batch)
+    "flux-schnell": {"steps": 4, "guidance": 0.0},  # timestep-distilled: takes no guidance
 }
 
 

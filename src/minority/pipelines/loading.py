@@ -17,7 +17,9 @@ import torch
 from minority.embedded import resolve_embedded
 from minority.errors import MinorityError
 from minority.pipelines.components import Components
+from minority.pipelines.flow_loading import load_flow
 from minority.pipelines.tiny import build_tiny_sd
+from minority.pipelines.tiny_flow import build_tiny_flow
 
 log = logging.getLogger("minority")
 
@@ -29,7 +31,8 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
 
 
-TINY_RANDOM = {"tiny-random-sd": "sd", "tiny-random-sdxl": "sdxl"}
+TINY_RANDOM = {"tiny-random-sd": "sd", "tiny-random-sdxl": "sdxl", "tiny-random-sd3": "sd3",
+               "tiny-random-flux-dev": "flux-dev", "tiny-random-flux-schnell": "flux-schnell"}
 
 
 def cache_dir() -> Path:
@@ -48,7 +51,8 @@ def resolve_model(name: str) -> tuple[str, str]:
         folder = cache_dir() / name
         if not (folder / "model_index.json").is_file():
             log.warning("Building the tiny RANDOMLY INITIALISED pipeline %r in %s (noise-like images).", name, folder)
-            build_tiny_sd(folder, family=TINY_RANDOM[name])
+            fam = TINY_RANDOM[name]
+            build_tiny_sd(folder, family=fam) if fam in ("sd", "sdxl") else build_tiny_flow(folder, family=fam)
         return str(folder), "tiny"
     path = resolve_embedded(name)  # embedded models trained and shipped by this project
     if path is not None:
@@ -126,6 +130,15 @@ def load_components(
     kw = {"use_safetensors": True}
     index = _read_index(location, kind, model)
     cls = index.get("_class_name", "")
+    if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):
+        if lightning_unet:
+            raise MinorityError("--lightning-unet is for SDXL base models only, not for a flow (SD3 / FLUX) model.")
+        try:
+            return load_flow(location, model, index, kind, device, dtype)
+        except (OSError, ValueError) as err:
+            if kind == "hub":
+                raise _missing(model, err) from err
+            raise MinorityError(f"Could not load the diffusers folder {location!r}: {str(err).splitlines()[0]}") from err
     if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] == "UNet2DModel":
         return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index)
     try:

@@ -151,6 +151,9 @@ class Pipeline:
     def resolve_size(self, sampling: Sampling) -> tuple[int, int]:
         raise NotImplementedError
 
+    def check_method(self, method: Method, guidance: float) -> None:
+        """Refuse a method the model family cannot run."""
+
     def check_items(self, items: list, guidance: float) -> None:
         """Validate the items (prompts / class labels) against the model."""
 
@@ -174,6 +177,10 @@ class Pipeline:
             self._pairs[steps] = tuple(timestep_pairs(self.components.scheduler, steps))
         return self._pairs[steps]
 
+    def grid(self, steps: int, height: int, width: int) -> tuple[tuple[int, int], ...]:
+        """The (t, t_next) grid of a run (flow families: it depends on the image size)."""
+        return self.pairs(steps)
+
     def plan(self, items: list, method: str | Method | None = None, params: dict | None = None, *,
              steps: int | None = None, guidance: float | None = None, height: int | None = None,
              width: int | None = None, output_type: str = "pil", group_ids: list[int] | None = None) -> RunPlan:
@@ -191,7 +198,9 @@ class Pipeline:
         guidance = float(s.guidance if s.guidance is not None else self.default_guidance(m, items))
         height, width = self.resolve_size(s)
         self.check_items(items, guidance)
-        plan = RunPlan(m.resolved(c.family), steps, guidance, height, width, output_type, self.pairs(steps))
+        self.check_method(m, guidance)
+        plan = RunPlan(m.resolved(c.family), steps, guidance, height, width, output_type,
+                       self.grid(steps, height, width))
         m.check(self.context(plan, items, [None] * len(items), group_ids))
         return plan
 

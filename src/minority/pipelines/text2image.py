@@ -21,6 +21,7 @@ from minority.core.sampling import needs_uncond
 from minority.errors import MinorityError
 from minority.methods import Method
 from minority.pipelines.components import Components
+from minority.pipelines.flow_loading import FlowComponents
 from minority.pipelines.loading import components_from_pipe, default_model, load_components
 from minority.pipelines.run import (  # noqa: F401  (MinorityOutput, to_output: re-exported)
     MinorityOutput,
@@ -93,30 +94,58 @@ class MinorityPipeline(Pipeline):
     def resolve_size(self, sampling: Sampling) -> tuple[int, int]:
         c = self.components
         height, width = int(sampling.height or c.default_size), int(sampling.width or c.default_size)
-        down = 2 ** (len(c.unet.config.block_out_channels) - 1)
+        if isinstance(c, FlowComponents):
+            down, what = c.patch, "transformer patch" + (" × 2×2 latent packing" if c.family.startswith("flux") else "")
+        else:
+            down, what = 2 ** (len(c.unet.config.block_out_channels) - 1), "UNet down-sampling"
         factor = c.vae_scale_factor * down
         for name, v in (("height", height), ("width", width)):
             if v % factor:
                 raise MinorityError(
                     f"{name}={v} must be a positive multiple of {factor} for this model (VAE factor "
-                    f"{c.vae_scale_factor} × UNet down-sampling {down}); e.g. {max(factor, round(v / factor) * factor)}."
+                    f"{c.vae_scale_factor} × {what} {down}); e.g. {max(factor, round(v / factor) * factor)}."
                 )
         return height, width
 
+    def grid(self, steps: int, height: int, width: int) -> tuple:
+        c = self.components
+        if not isinstance(c, FlowComponents):
+            return self.pairs(steps)
+        pairs, sigmas = c.grid(steps, height, width)
+        self.denoiser.sigmas.update(sigmas)  # the exact σ of each grid timestep (float32 as the scheduler's)
+        return tuple(pairs)
+
+    def check_method(self, method: Method, guidance: float) -> None:
+        """Refuse what a flow family cannot run (FLUX has no unconditional branch: guidance is embedded or absent)."""
+        fam = self.components.family
+        if fam.startswith("flux") and (method.solver_name() == "cfgpp" or method.default_negative_prompt is not None):
+            why = "takes its guidance as an embedding" if fam == "flux-dev" else "is guidance-distilled"
+            raise MinorityError(f"{method.name} needs classifier-free guidance with an unconditional branch, and {fam} "
+                                f"{why} (one transformer call per step, no negative prompt): use ddim, cads, sgms or "
+                                "minority-prompt.")
+        if fam == "flux-schnell" and guidance not in (0.0, 1.0):
+            raise MinorityError(f"FLUX.1-schnell takes no guidance (got --guidance {guidance:g}): leave it at 0.")
+
     def encode(self, plan: RunPlan, items: list, negatives: list[str] | None) -> tuple[Conditioning, Conditioning | None]:
-        return self.encode_prompts(items, negatives, wants_uncond(plan), plan.height, plan.width)
+        return self.encode_prompts(items, negatives, wants_uncond(plan), plan.height, plan.width, plan.guidance)
 
     def prepare(self, prompts: list[str], negative_prompts: list[str] | None, guidance: float, solver: str,
                 height: int, width: int) -> tuple[Conditioning, Conditioning | None]:
         """The conditioning of a sampler's two branches (the unconditional one only if ``solver`` at ``guidance``
         uses it), for callers that drive the loop themselves (likelihood, minority score, benchmarks)."""
-        return self.encode_prompts(prompts, negative_prompts, needs_uncond(solver, guidance), height, width)
+        return self.encode_prompts(prompts, negative_prompts, needs_uncond(solver, guidance), height, width, guidance)
 
     def encode_prompts(self, items: list[str], negatives: list[str] | None, with_uncond: bool, h: int,
-                       w: int) -> tuple[Conditioning, Conditioning | None]:
-        """Encode the conditional and (``with_uncond``) unconditional branches; SDXL adds time ids."""
+                       w: int, guidance: float = 1.0) -> tuple[Conditioning, Conditioning | None]:
+        """Encode the conditional and (``with_uncond``) unconditional branches; SDXL adds time ids; FLUX never
+        has an unconditional branch, FLUX-dev carries the guidance w per sample (its guidance embedding)."""
         enc = self.prompt_encoder
         cond = enc.encode(items)
+        fam = self.components.family
+        if fam.startswith("flux"):
+            if self.components.unet.config.guidance_embeds:
+                cond.guidance = torch.full((len(items),), float(guidance), device=cond.embeds.device)
+            return cond, None
         uncond = enc.encode_negative(negatives, len(items)) if with_uncond else None
         if enc.xl:
             ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32, device=cond.embeds.device)
@@ -126,8 +155,10 @@ class MinorityPipeline(Pipeline):
         return cond, uncond
 
     def latent_shape(self, plan: RunPlan) -> tuple[int, int, int]:
+        """(C, h, w) of the latent drawn per image: FLUX's before 2×2 packing (in_channels / 4), as FluxPipeline."""
         c = self.components
-        return c.unet.config.in_channels, plan.height // c.vae_scale_factor, plan.width // c.vae_scale_factor
+        ch = c.unet.config.in_channels // (4 if c.family.startswith("flux") else 1)
+        return ch, plan.height // c.vae_scale_factor, plan.width // c.vae_scale_factor
 
     # -- the front door ----------------------------------------------------------------------------------
     def __call__(
