@@ -39,6 +39,7 @@ class FlowPromptEncoder(PromptEncoder):
         super().__init__(tokenizers, text_encoders, xl=False)
         self.family, self.t5_tokenizer, self.t5_encoder = family, t5_tokenizer, t5_encoder
         self.max_sequence_length, self.joint_dim = int(max_sequence_length), int(joint_dim)
+        self.token_keys = ("clip_l",) if family == "flux" else ("clip_l", "clip_g")  # token-file keys per encoder
 
     def fixed_ids(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         """T5 ids ``(B, max_sequence_length)`` (empty list without T5)."""

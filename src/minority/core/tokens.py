@@ -77,8 +77,12 @@ def initial_vectors(encoder: PromptEncoder, init: str, init_word: str, num_token
     return out
 
 
-def token_embeds(placeholder: str, vectors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+def token_embeds(placeholder: str, vectors: Sequence[torch.Tensor],
+                 keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """One image's optimised token per encoder ``(num_tokens, D_k)`` keyed as textual-inversion files expect:
-    SD: the placeholder string; SDXL: ``clip_l`` / ``clip_g`` (diffusers' ``load_textual_inversion``)."""
+    SD: the placeholder string; SDXL and SD3: ``clip_l`` / ``clip_g``; FLUX ``clip_l`` (``keys`` of the
+    prompt encoder, as diffusers' textual-inversion loaders and its advanced FLUX trainer)."""
     vs = [v.detach().cpu().float().contiguous() for v in vectors]
+    if keys is not None:
+        return dict(zip(keys, vs))
     return {placeholder: vs[0]} if len(vs) == 1 else {"clip_l": vs[0], "clip_g": vs[1]}

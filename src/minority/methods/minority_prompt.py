@@ -210,7 +210,8 @@ class PromptOptimizer(Hook):
 
     def results(self) -> list[dict]:
         """Per image: ``placeholder`` and ``token_embeds`` (textual-inversion layout, :func:`token_embeds`)."""
-        return [{"placeholder": n, "token_embeds": tokens.token_embeds(n, [v[b] for v in self.v])}
+        keys = getattr(self.run.prompt_encoder, "token_keys", None)
+        return [{"placeholder": n, "token_embeds": tokens.token_embeds(n, [v[b] for v in self.v], keys)}
                 for b, n in enumerate(self.placeholders)]
 
 

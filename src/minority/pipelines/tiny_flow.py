@@ -51,7 +51,7 @@ def _clip_pair(folder: Path, sub: str, hidden: int, projection: bool, seed: int,
 
 
 def build_tiny_flow(folder: str | Path, family: str = "sd3", seed: int = 0, sample_size: int = 8,
-                    with_t5: bool = True) -> Path:
+                    with_t5: bool = True, t5_dim: int = 64) -> Path:
     """Write a tiny random flow pipeline folder and return its path.
 
     Args:
@@ -61,10 +61,11 @@ def build_tiny_flow(folder: str | Path, family: str = "sd3", seed: int = 0, samp
         seed: torch seed of the random weights.
         sample_size: latent side; images are ``2 * sample_size`` pixels (VAE factor 2).
         with_t5: SD3 only: False writes no T5 (``text_encoder_3``/``tokenizer_3`` None), as loading SD3 without T5.
+        t5_dim: T5 width = the transformer's ``joint_attention_dim``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    hidden, t5_dim = 32, 64
+    hidden = 32
     vae = _tiny_vae(sample_size, seed + 1)
     vae.register_to_config(shift_factor=0.1, scaling_factor=1.5)
     vae.save_pretrained(folder / "vae")
