@@ -27,7 +27,8 @@ def pipes(folders):
 
 def _reference(folder, fam: str, prompt: str, steps: int, guidance: float, seed: int) -> torch.Tensor:
     cls = StableDiffusion3Pipeline if fam == "sd3" else FluxPipeline
-    ref = cls.from_pretrained(str(folder))
+    no_t5 = not (folder / "text_encoder_3").exists() and fam == "sd3"
+    ref = cls.from_pretrained(str(folder), **({"text_encoder_3": None, "tokenizer_3": None} if no_t5 else {}))
     ref.set_progress_bar_config(disable=True)
     out = ref(prompt, num_inference_steps=steps, guidance_scale=guidance, height=H, width=W,
               generator=torch.Generator().manual_seed(seed), output_type="latent").images
@@ -139,3 +140,105 @@ def test_mismatched_text_encoder_named(folders, tmp_path):
     shutil.copytree(other / "text_encoder_3", bad / "text_encoder_3")
     with pytest.raises(MinorityError, match="d_model 96 does not fit the transformer's joint_attention_dim 64"):
         MinorityPipeline.from_pretrained(str(bad))
+
+
+def test_minority_objective_gradient_matches_finite_differences(folders):
+    """∇_v J̃ on a flow model (SD3: token in CLIP-L and CLIP-G, pooled recomputed) equals central differences of
+    the same expression with the stop-gradient branch frozen at v0 (float64)."""
+    from minority.core.context import RunContext
+    from minority.core.rng import randn_per_sample
+    from minority.methods.minority_prompt import MinorityObjective, MinorityPrompt, ObjectiveInputs, PromptOptimizer
+
+    pipe = MinorityPipeline.from_pretrained(str(folders["sd3"]), torch_dtype=torch.float64)
+    enc, den, prompts = pipe.prompt_encoder, pipe.denoiser, ["a dog", "a cat"]
+    cond, uncond = enc.encode(prompts), enc.encode(["", ""])
+    run = RunContext(family="sd3", latent=True, prompts=prompts, seeds=[0, 1], group_ids=[0, 1], steps=4, guidance=3.0,
+                     pairs=(), prompt_encoder=enc, cond=cond, uncond=uncond, generators=make_generators([0, 1]))
+    lam = 0.7
+    opt = PromptOptimizer(MinorityPrompt(opt_every=1).resolved("sd3"), run, MinorityObjective(sg_lambda=lam))
+    v0 = [v.double() + 0.1 * torch.randn_like(v.double()) for v in opt.v]
+    z = randn_per_sample(make_generators([7, 8]), (4, 8, 8)).double()
+    t, s = 700.0, 300.0
+
+    def make(vv):
+        return ObjectiveInputs(den, z, t, s, opt.encode_v(vv), cond, uncond, 3.0, make_generators([1, 2]), [0, 1])
+
+    def parts(vv):
+        o = make(vv)
+        x1 = o.first_x0()
+        n = randn_per_sample(o.generators, x1.shape[1:]).double()
+        x_s = (1 - 0.3) * x1 + 0.3 * n  # the flow re-noising at σ_s = 0.3, written out
+        x2 = den(x_s / (0.7**2 + 0.3**2) ** 0.5, s, cond).x0
+        return x1, x2
+
+    with torch.no_grad():
+        x1_0, x2_0 = parts(v0)
+
+    def f(vv):
+        x1, x2 = parts(vv)
+        return ((x1 - x2_0).pow(2).flatten(1).sum(1) + lam * (x1_0 - x2).pow(2).flatten(1).sum(1)).sum()
+
+    v = [x.clone().requires_grad_(True) for x in v0]
+    J = MinorityObjective(sg_lambda=lam)(make(v))
+    J.sum().backward()
+    d = [torch.randn_like(x) for x in v0]
+    h = 1e-5
+    with torch.no_grad():
+        assert torch.allclose(J.sum(), f(v0), rtol=1e-10)
+        fd = (f([a + h * b for a, b in zip(v0, d)]) - f([a - h * b for a, b in zip(v0, d)])) / (2 * h)
+    ad = sum((x.grad * y).sum() for x, y in zip(v, d))
+    assert all(x.grad.abs().sum() > 0 for x in v)  # both CLIP tokens get a gradient
+    assert torch.allclose(ad, fd, rtol=1e-5, atol=1e-8), (float(ad), float(fd))
+
+
+def test_sd3_token_file_reproduces_conditioning_in_plain_diffusers(folders, pipes, tmp_path):
+    """The saved clip_l / clip_g token, added to a plain StableDiffusion3Pipeline's tokenizers and embedding tables,
+    gives the optimised conditioning (sequence and pooled embeddings)."""
+    from safetensors.torch import load_file
+
+    from minority.core.text import TokenOverride
+    from minority.core.tokens import insert_placeholders
+    from minority.runs.folder import save_token_embeds
+
+    out = pipes["sd3"]("a dog", method="minority-prompt", num_inference_steps=2, guidance_scale=3.0, height=H,
+                       width=W, seeds=[3], output_type="latent", opt_every=1)
+    extra = out.extras[0]
+    save_token_embeds(extra, tmp_path / "tok.safetensors")
+    state = load_file(str(tmp_path / "tok.safetensors"))
+    assert set(state) == {"clip_l", "clip_g"}
+    ref = StableDiffusion3Pipeline.from_pretrained(str(folders["sd3"]))
+    name = extra["placeholder"]
+    for tok, te, key in ((ref.tokenizer, ref.text_encoder, "clip_l"), (ref.tokenizer_2, ref.text_encoder_2, "clip_g")):
+        tok.add_tokens([name])
+        te.resize_token_embeddings(len(tok))
+        with torch.no_grad():
+            te.get_input_embeddings().weight[tok.convert_tokens_to_ids(name)] = state[key][0]
+    # T5 carries no token (the plain prompt), as --token-encoders clip
+    emb, _, pooled, _ = ref.encode_prompt(f"a dog {name}", None, "a dog", do_classifier_free_guidance=False)
+    enc = pipes["sd3"].prompt_encoder
+    ids = [insert_placeholders(tk, ["a dog"], 1, "end", marker=99999) for tk in enc.tokenizers]
+    over = [TokenOverride(torch.tensor([[99999]]), state[k][None]) for k in ("clip_l", "clip_g")]
+    with torch.no_grad():
+        ours = enc.encode_ids(ids + enc.fixed_ids(["a dog"]), over)
+    assert torch.allclose(emb, ours.embeds, atol=1e-5)
+    assert torch.allclose(pooled, ours.pooled, atol=1e-5)
+
+
+def test_sd3_without_t5_and_hub_id(tmp_path, monkeypatch):
+    """An SD3 folder without T5 (zeros, as diffusers) matches the pipeline, loaded by hub id from a hub-layout cache."""
+    folder = build_tiny_flow(tmp_path / "src", "sd3", with_t5=False)
+    snap = tmp_path / "hub" / "models--tiny--sd3" / "snapshots" / ("0" * 40)
+    import shutil
+
+    shutil.copytree(folder, snap)
+    (tmp_path / "hub" / "models--tiny--sd3" / "refs").mkdir()
+    (tmp_path / "hub" / "models--tiny--sd3" / "refs" / "main").write_text("0" * 40)
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    ref = _reference(folder, "sd3", "a cat", 3, 2.0, 5)
+    pipe = MinorityPipeline.from_pretrained("tiny/sd3")
+    assert pipe.prompt_encoder.t5_encoder is None
+    out = pipe("a cat", num_inference_steps=3, guidance_scale=2.0, height=H, width=W, seeds=[5], output_type="latent")
+    assert torch.allclose(out.latents, ref, atol=1e-4)
