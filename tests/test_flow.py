@@ -147,7 +147,12 @@ def test_minority_objective_gradient_matches_finite_differences(folders):
     the same expression with the stop-gradient branch frozen at v0 (float64)."""
     from minority.core.context import RunContext
     from minority.core.rng import randn_per_sample
-    from minority.methods.minority_prompt import MinorityObjective, MinorityPrompt, ObjectiveInputs, PromptOptimizer
+    from minority.methods.minority_prompt import (
+        MinorityObjective,
+        MinorityPrompt,
+        ObjectiveInputs,
+        PromptOptimizer,
+    )
 
     pipe = MinorityPipeline.from_pretrained(str(folders["sd3"]), torch_dtype=torch.float64)
     enc, den, prompts = pipe.prompt_encoder, pipe.denoiser, ["a dog", "a cat"]

@@ -102,8 +102,19 @@ def _check_fit(family: str, net, encoders: list, t5) -> None:
 
 def load_flow(location: str, name: str, index: dict, kind: str, device, dtype) -> FlowComponents:
     """Load an SD3 / FLUX diffusers folder (or cached hub repo at ``location``) into frozen :class:`FlowComponents`."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel, SD3Transformer2DModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+    )
+    from transformers import (
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        T5EncoderModel,
+        T5TokenizerFast,
+    )
 
     flux = index.get("_class_name") == "FluxPipeline"
     kw = {"use_safetensors": True}

@@ -114,10 +114,9 @@ def load_components(
     """Load frozen, ready components for a diffusers checkpoint.
 
     Args:
-        model: hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``, ``"stabilityai/stable-diffusion-2"``,
-            ``"stabilityai/stable-diffusion-xl-base-1.0"``, ...), a local diffusers folder, or an embedded
-            model name (``minority models``). Text-to-image folders have ``model_index.json``; pixel-space
-            folders hold a ``UNet2DModel`` and a scheduler.
+        model: hub id (``"stabilityai/stable-diffusion-2"``, ``"stabilityai/stable-diffusion-3.5-medium"``,
+            ``"black-forest-labs/FLUX.1-dev"``, ...), a local diffusers folder (``model_index.json``; pixel-space:
+            a ``UNet2DModel`` and a scheduler), or an embedded model name (``minority models``).
         lightning_unet: SDXL-Lightning UNet weights (path or ``repo_id/file.safetensors``) loaded into the
             base SDXL UNet; switches to trailing timesteps with guidance 1 and 4 steps by default.
         device, dtype: where and in which precision to place the modules.
@@ -127,18 +126,10 @@ def load_components(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     location, kind = resolve_model(model)
-    kw = {"use_safetensors": True}
-    index = _read_index(location, kind, model)
+    index, kw = _read_index(location, kind, model), {"use_safetensors": True}
     cls = index.get("_class_name", "")
-    if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):
-        if lightning_unet:
-            raise MinorityError("--lightning-unet is for SDXL base models only, not for a flow (SD3 / FLUX) model.")
-        try:
-            return load_flow(location, model, index, kind, device, dtype)
-        except (OSError, ValueError) as err:
-            if kind == "hub":
-                raise _missing(model, err) from err
-            raise MinorityError(f"Could not load the diffusers folder {location!r}: {str(err).splitlines()[0]}") from err
+    if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):  # flow transformers: their own loader
+        return _flow(location, model, index, kind, device, dtype, lightning_unet)
     if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] == "UNet2DModel":
         return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index)
     try:
@@ -173,6 +164,18 @@ def load_components(
         model_defaults=dict(index.get("minority_defaults", {})) if not lightning_unet else {},
     )
     return comps.to(device=device, dtype=dtype).freeze()
+
+
+def _flow(location: str, model: str, index: dict, kind: str, device, dtype, lightning_unet: str | None) -> Components:
+    """An SD3 / FLUX pipeline folder or hub repo (:func:`minority.pipelines.flow_loading.load_flow`)."""
+    if lightning_unet:
+        raise MinorityError("--lightning-unet is for SDXL base models only, not for a flow (SD3 / FLUX) model.")
+    try:
+        return load_flow(location, model, index, kind, device, dtype)
+    except (OSError, ValueError) as err:
+        if kind == "hub":
+            raise _missing(model, err) from err
+        raise MinorityError(f"Could not load the diffusers folder {location!r}: {str(err).splitlines()[0]}") from err
 
 
 def _read_index(location: str, kind: str, name: str) -> dict:

@@ -12,7 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel, SD3Transformer2DModel
+from diffusers import (
+    FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+)
 from transformers import CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
 from minority.pipelines.clip_vocab import write_clip_tokenizer_files
