@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from minority.embedded import embedded_models
+from minority.pipelines.families import FAMILY_DEFAULTS
 from minority.runs.demo import run_demo as demo
 from minority.runs.score import score_images
 from minority.runs.seeds import parse_seeds
@@ -25,6 +26,11 @@ def run_models(args) -> int:
         print(f"{m.name:22s} {m.kind:10s} {size / 2**20:8.1f}M  {desc}")
     print(f"{'tiny-random-sd':22s} {'sd':10s} {'':>9s}  randomly initialised SD-shaped pipeline (tests, smoke runs)")
     print(f"{'tiny-random-sdxl':22s} {'sdxl':10s} {'':>9s}  randomly initialised SDXL-shaped pipeline (tests, smoke runs)")
+    for name, fam, what in (("tiny-random-sd3", "sd3", "SD3"), ("tiny-random-flux-dev", "flux-dev", "FLUX.1-dev"),
+                            ("tiny-random-flux-schnell", "flux-schnell", "FLUX.1-schnell")):
+        d = FAMILY_DEFAULTS[fam]
+        print(f"{name:22s} {fam:10s} {'':>9s}  randomly initialised {what}-shaped flow pipeline "
+              f"(defaults: {d['steps']} steps, guidance {d['guidance']:g})")
     return 0
 
 
