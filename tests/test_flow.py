@@ -247,3 +247,11 @@ def test_sd3_without_t5_and_hub_id(tmp_path, monkeypatch):
     assert pipe.prompt_encoder.t5_encoder is None
     out = pipe("a cat", num_inference_steps=3, guidance_scale=2.0, height=H, width=W, seeds=[5], output_type="latent")
     assert torch.allclose(out.latents, ref, atol=1e-4)
+
+
+def test_gradient_checkpointing_same_result(folders):
+    kw = dict(method="minority-prompt", num_inference_steps=2, guidance_scale=3.0, height=H, width=W, seeds=[1],
+              output_type="latent", opt_every=1, opt_steps=1)
+    plain = MinorityPipeline.from_pretrained(str(folders["sd3"]))("a dog", **kw).latents
+    ckpt = MinorityPipeline.from_pretrained(str(folders["sd3"]))("a dog", gradient_checkpointing=True, **kw).latents
+    assert torch.allclose(plain, ckpt, atol=1e-5)
