@@ -13,7 +13,7 @@ import sys
 
 from minority.cli.method_flags import add_method_arguments, method_params
 from minority.errors import MinorityError
-from minority.methods import METHODS, make_method
+from minority.methods import ALIASES, METHODS, make_method
 from minority.pipelines.families import defaults_summary
 from minority.runs.distributed import launched_distributed
 from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
@@ -39,7 +39,7 @@ def add_generate_arguments(p: argparse.ArgumentParser, method: str) -> None:
                    "loaded into an SDXL base --model")
     p.add_argument("--class-label", type=int, action="append", default=None, dest="class_labels",
                    help="pixel-space class-conditional models: class label (repeat for several; none = unconditional)")
-    p.add_argument("--method", default="ddim", choices=sorted(METHODS),
+    p.add_argument("--method", default="ddim", choices=sorted([*METHODS, *ALIASES]),
                    help="sampling method (pixel-space models: ancestral, ddim, sgms)")
     p.add_argument("--seed", type=int, default=0, help="first seed; images use seeds SEED..SEED+N-1")
     p.add_argument("--seeds", default=None, help="explicit seeds, e.g. 0-7 or 0,3,5 (overrides --seed/--images-per-prompt)")
@@ -64,6 +64,7 @@ def add_generate_arguments(p: argparse.ArgumentParser, method: str) -> None:
                    help="finish the run in --out: keep its complete images, redo missing or damaged ones (same settings)")
     p.add_argument("--num-processes", type=int, default=1, metavar="N",
                    help="run N processes via `accelerate launch` (one per GPU; on CPU, gloo processes)")
+    method = ALIASES.get(method, method)
     dests = add_method_arguments(p, METHODS[method]) if method in METHODS else {}
     p.set_defaults(func=run_generate, param_dests=dests, generate_parser=p)
 

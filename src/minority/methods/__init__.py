@@ -20,6 +20,8 @@ METHODS: dict[str, type[Method]] = {
     m.name: m for m in (DDIM, NullPrompt, CADS, CFGPP, MinorityPrompt, DiversePrompt, SGMS, Ancestral)
 }
 
+ALIASES: dict[str, str] = {"euler": "ddim"}  # on flow models (SD3 / FLUX) `ddim` is the Euler flow step (SPEC §3.5)
+
 
 def register_method(method: type[Method]) -> type[Method]:
     """Add (or replace) a method class in :data:`METHODS`; usable as a class decorator."""
@@ -30,7 +32,8 @@ def register_method(method: type[Method]) -> type[Method]:
 
 
 def get_method(name: str) -> type[Method]:
-    """The method class called ``name``, or a clear error listing the valid names."""
+    """The method class called ``name`` (or an alias, ``euler`` = ``ddim``), or a clear error listing the names."""
+    name = ALIASES.get(name, name)
     if name not in METHODS:
         raise MinorityError(f"Unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}.")
     return METHODS[name]
@@ -49,5 +52,5 @@ def make_method(method: str | Method, params: dict[str, Any] | None = None, **kw
     return make(get_method(method), params)
 
 
-__all__ = ["CADS", "CFGPP", "DDIM", "METHODS", "SGMS", "Ancestral", "DiversePrompt", "Method", "MinorityPrompt",
+__all__ = ["ALIASES", "CADS", "CFGPP", "DDIM", "METHODS", "SGMS", "Ancestral", "DiversePrompt", "Method", "MinorityPrompt",
            "NullPrompt", "all_methods", "get_method", "hyperparameter", "make_method", "register_method"]
