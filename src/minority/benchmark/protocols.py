@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from minority.data.captions import class_prompts as caption_prompts
 from minority.errors import MinorityError
 
 FASHION_CLASS_NAMES: tuple[str, ...] = (
@@ -200,12 +201,7 @@ def get_protocol(name: str) -> Protocol:
 
 def class_prompts(n: int) -> list[str]:
     """The first ``n`` Fashion-MNIST class prompts ("a photo of a t-shirt", ...)."""
-    try:
-        from minority.data.captions import class_prompts as _captions
-
-        prompts = _captions("a photo of {a}")
-    except ImportError:
-        prompts = [f"a photo of a {c}" for c in FASHION_CLASS_NAMES]
+    prompts = caption_prompts("a photo of {a}")
     if not 1 <= n <= len(prompts):
         raise MinorityError(f"--prompts must be in 1..{len(prompts)} (one per Fashion-MNIST class), got {n}.")
     return prompts[:n]

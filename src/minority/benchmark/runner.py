@@ -19,7 +19,9 @@ import torch
 from minority.benchmark import plots
 from minority.benchmark.config import BenchmarkConfig, Plan, resolve
 from minority.benchmark.grids import comparison_grid
-from minority.benchmark.provenance import invoked_command, versions
+from minority.benchmark.perf import run_perf, slug
+from minority.benchmark.provenance import invoked_command, setting_word, shell_join, versions
+from minority.benchmark.quality import per_image_values, run_quality
 from minority.benchmark.tables import (
     HEADERS,
     format_value,
@@ -67,12 +69,8 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
     t0 = time.perf_counter()
     try:
         if plan.protocol.kind == "perf":
-            from minority.benchmark.perf import run_perf
-
             rows, details = run_perf(plan)
         else:
-            from minority.benchmark.quality import run_quality
-
             rows, details = run_quality(plan)
             if cfg.generate_only:
                 log.info("[%s] generated in %.0f s (--generate-only: no evaluation against the reference)",
@@ -98,7 +96,6 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
 
 def canonical_command(cfg: BenchmarkConfig, plan: Plan) -> str:
     """A ``minority benchmark`` command with every resolved value explicit (reproduces the run)."""
-    from minority.benchmark.provenance import setting_word, shell_join
 
     words = ["minority", "benchmark", cfg.protocol, "--out", plan.out, "--model", ",".join(plan.models),
              "--prompts", str(plan.prompts), "--seeds", ",".join(map(str, plan.seeds))]
@@ -182,7 +179,6 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     images = []
     plots.metric_bars(rows, metrics, out / "metrics.png", title)
     images.append(("Metrics with 95% CIs", "metrics.png"))
-    from minority.benchmark.quality import per_image_values
 
     groups = [g.name for g in p.groups]
     per_arm = {a.name: per_image_values(Path(details["arms"][a.name]["folder"]), groups) for a in plan.arms}
@@ -272,8 +268,6 @@ def _write_perf(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
 
 
 def _slug(text: str) -> str:
-    from minority.benchmark.perf import slug
-
     return slug(text)
 
 

@@ -51,7 +51,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser, list[str]], No
     "score": ("rank real images by minority score (reconstruction loss, Um & Ye 2023)",
               _module("minority.cli.commands", "add_score_arguments")),
     "evaluate": ("compute the papers' metrics on generated images",
-                 _module("minority.metrics.cli", "add_evaluate_arguments", "run_evaluate")),
+                 _module("minority.cli.evaluate", "add_evaluate_arguments", "run_evaluate")),
     "train": ("train an embedded model from scratch", _module("minority.training.cli", "add_train_arguments", "run_train")),
     "quality": ("measure an embedded model against its quality bars",
                 _module("minority.training.quality", "add_quality_arguments", "run_quality_command")),

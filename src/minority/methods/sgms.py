@@ -1,7 +1,6 @@
 """SGMS: self-guided minority sampling (Um & Ye, ECCV 2024; SPEC §3.2), and the minority score it builds on.
 
 Minority metric at step t (the reconstruction loss of the Tweedie estimate, SGMS Eq. 6):
-
     L(x_t) = E_ε d( x̂0(x_t), sg( x̂0(x_s) ) ),   x_s = √ᾱ_p x̂0(x_t) + √(1−ᾱ_p) ε,  p = perturb·T_train
 
 The stop-gradient covers the whole reconstruction branch; the expectation uses ``mc_samples`` draws from the

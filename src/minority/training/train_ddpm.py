@@ -16,12 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from minority.core.denoiser import renoise, to_eps_x0, training_target
+from minority.core.rng import randn_per_sample
+from minority.embedded import resolve_embedded
+from minority.nets.fashion_classifier import load_classifier
+from minority.training.checkpoint import start_training
 from minority.training.common import (
     EMA,
     batch_indices,
     random_shift_flip,
     save_grid,
-    start_training,
     update_model_index,
     warmup_cosine,
 )
@@ -95,7 +98,6 @@ def sample_ddpm(unet, scheduler, labels: torch.Tensor, steps: int, generators: l
     With ``guidance != 1`` the ε channel is ``ε_u + w (ε_c − ε_u)`` (variance channel: conditional).
     One generator per sample (SPEC §3.4).
     """
-    from minority.core.rng import randn_per_sample
 
     device = next(unet.parameters()).device
     scheduler.set_timesteps(steps)
@@ -118,8 +120,6 @@ def sample_ddpm(unet, scheduler, labels: torch.Tensor, steps: int, generators: l
 def ddpm_alignment(unet, scheduler, images_per_class: int, steps: int, seed: int,
                    grid_path: Path | None = None) -> dict[str, float] | None:
     """Classifier accuracy of conditional samples (None without the embedded classifier); grid to ``grid_path``."""
-    from minority.embedded import resolve_embedded
-    from minority.nets.fashion_classifier import load_classifier
 
     labels = torch.arange(10).repeat_interleave(images_per_class)
     gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(labels))]
@@ -143,6 +143,7 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
 
     Returns the export folder, or None when stopped by ``max_minutes`` (continue with ``resume=True``).
     """
+    # long: the training loop (setup, resume, steps, EMA, checkpoint, preview, export) read top to bottom
     from diffusers import DDPMPipeline
 
     dev, data, x_train, y_train, run = start_training(
