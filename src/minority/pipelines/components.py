@@ -72,7 +72,9 @@ class Components:
     def denoiser(self) -> Denoiser:
         s = self.scheduler
         final = getattr(s, "final_alpha_cumprod", torch.tensor(1.0))
-        return Denoiser(self.unet, s.alphas_cumprod, s.config.prediction_type, float(final), vae=self.vae,
+        betas = getattr(s.config, "trained_betas", None)  # an exact β table (converted ADM): ᾱ in float64
+        abar = s.alphas_cumprod if betas is None else torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)
+        return Denoiser(self.unet, abar, s.config.prediction_type, float(final), vae=self.vae,
                         concat_channels=self.concat_channels)
 
     def prompt_encoder(self) -> PromptEncoder:

@@ -1,0 +1,289 @@
+"""guided-diffusion (ADM) converter: random-weight checkpoints of each of the SGMS paper's architecture
+families, checked against an independent ADM forward written here from the guided-diffusion paper / README
+(Dhariwal & Nichol 2021, App. A; Nichol & Dhariwal 2021) that reads the guided-diffusion state dict directly.
+
+The reference is functional: it *defines* the checkpoint layout (it creates each named tensor the first time it
+asks for it) and, run again, consumes the tensors it was given, so "every tensor consumed once" and "shapes as
+the flags imply" are checked against it, not against the converter's own layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minority.cli.main import main
+from minority.errors import MinorityError
+from minority.pipelines.adm.convert import convert_adm, load_checkpoint
+from minority.pipelines.adm.flags import PRESETS, parse_flags
+from minority.pipelines.loading import load_components
+
+
+class ADMRef:
+    """Independent ADM ``UNetModel`` / ``SuperResModel`` forward over a state dict ``{name: tensor}``."""
+
+    def __init__(self, spec: dict, state: dict | None = None, seed: int = 0):
+        self.s, self.create, self.used = (state if state is not None else {}), state is None, []
+        self.g = torch.Generator().manual_seed(seed)
+        self.spec = spec
+
+    def p(self, name: str, *shape: int) -> torch.Tensor:
+        if self.create and name not in self.s:
+            fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+            base = torch.randn(shape, generator=self.g, dtype=torch.float64)
+            if name.endswith("bias") or len(shape) == 1:
+                t = 0.1 * base + (1.0 if ".norm" in name or "layers.0." in name or name.startswith("out.0") else 0.0)
+            else:
+                t = base / math.sqrt(fan_in)
+            self.s[name] = t
+        t = self.s[name]
+        assert tuple(t.shape) == shape, (name, tuple(t.shape), shape)
+        self.used.append(name)
+        return t.double()
+
+    def norm(self, name, x, c):  # GroupNorm32: 32 groups, eps 1e-5
+        return F.group_norm(x, 32, self.p(f"{name}.weight", c), self.p(f"{name}.bias", c), 1e-5)
+
+    def conv(self, name, x, cin, cout, k=3, stride=1):
+        return F.conv2d(x, self.p(f"{name}.weight", cout, cin, k, k), self.p(f"{name}.bias", cout), stride, k // 2)
+
+    def linear(self, name, x, cin, cout):
+        return F.linear(x, self.p(f"{name}.weight", cout, cin), self.p(f"{name}.bias", cout))
+
+    def resblock(self, name, x, emb, cin, cout, up=False, down=False):
+        sp = self.spec
+        h = F.silu(self.norm(f"{name}.in_layers.0", x, cin))
+        if up:
+            h, x = F.interpolate(h, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="nearest")
+        if down:
+            h, x = F.avg_pool2d(h, 2), F.avg_pool2d(x, 2)
+        h = self.conv(f"{name}.in_layers.2", h, cin, cout)
+        e = self.linear(f"{name}.emb_layers.1", F.silu(emb), 4 * sp["C"], 2 * cout if sp["ss"] else cout)[..., None, None]
+        if sp["ss"]:  # FiLM: norm(h)·(1 + scale) + shift
+            scale, shift = e.chunk(2, dim=1)
+            h = F.silu(self.norm(f"{name}.out_layers.0", h, cout) * (1 + scale) + shift)
+        else:
+            h = F.silu(self.norm(f"{name}.out_layers.0", h + e, cout))
+        h = self.conv(f"{name}.out_layers.3", h, cout, cout)
+        skip = x if cin == cout else self.conv(f"{name}.skip_connection", x, cin, cout, k=1)
+        return skip + h
+
+    def attention(self, name, x, c, heads):
+        b, _, hh, ww = x.shape
+        xf = x.reshape(b, c, -1)
+        qkv = F.conv1d(self.norm(f"{name}.norm", xf, c), self.p(f"{name}.qkv.weight", 3 * c, c, 1), self.p(f"{name}.qkv.bias", 3 * c))
+        ch, n = c // heads, xf.shape[-1]
+        if self.spec["new_order"]:  # split q, k, v first, then heads
+            q, k, v = (t.reshape(b * heads, ch, n) for t in qkv.chunk(3, dim=1))
+        else:  # legacy: split heads first, then q, k, v
+            q, k, v = qkv.reshape(b * heads, 3 * ch, n).split(ch, dim=1)
+        w = torch.softmax(torch.einsum("bct,bcs->bts", q, k) / math.sqrt(ch), dim=-1)
+        a = torch.einsum("bts,bcs->bct", w, v).reshape(b, c, n)
+        out = F.conv1d(a, self.p(f"{name}.proj_out.weight", c, c, 1), self.p(f"{name}.proj_out.bias", c))
+        return (xf + out).reshape(b, c, hh, ww)
+
+    def heads(self, c, up=False):
+        sp = self.spec
+        if sp.get("head_channels"):
+            return c // sp["head_channels"]
+        return sp["heads_up"] if up and sp.get("heads_up") else sp["heads"]
+
+    def forward(self, x, t, y=None, low_res=None):  # long: the whole UNet in one readable walk
+        sp, C = self.spec, self.spec["C"]
+        if low_res is not None:
+            x = torch.cat([x, F.interpolate(low_res, x.shape[-2:], mode="bilinear")], dim=1)
+        half = C // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        args = t.float()[:, None] * freqs[None]  # in float32, as guided-diffusion's timestep_embedding
+        temb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).double()
+        emb = self.linear("time_embed.2", F.silu(self.linear("time_embed.0", temb, C, 4 * C)), 4 * C, 4 * C)
+        if sp["classes"]:
+            emb = emb + self.p("label_emb.weight", 1000, 4 * C)[y]
+        mults, nrb, attn_ds = sp["mult"], sp["nrb"], sp["attn_ds"]
+        h = self.conv("input_blocks.0.0", x, x.shape[1], C)
+        hs, k, ds, ch = [h], 1, 1, C
+        for level, m in enumerate(mults):
+            for _ in range(nrb):
+                h = self.resblock(f"input_blocks.{k}.0", h, emb, ch, m * C)
+                ch = m * C
+                if ds in attn_ds:
+                    h = self.attention(f"input_blocks.{k}.1", h, ch, self.heads(ch))
+                hs.append(h)
+                k += 1
+            if level != len(mults) - 1:
+                if sp["updown"]:
+                    h = self.resblock(f"input_blocks.{k}.0", h, emb, ch, ch, down=True)
+                else:
+                    h = self.conv(f"input_blocks.{k}.0.op", h, ch, ch, stride=2)
+                hs.append(h)
+                k, ds = k + 1, ds * 2
+        h = self.resblock("middle_block.0", h, emb, ch, ch)
+        h = self.attention("middle_block.1", h, ch, self.heads(ch))
+        h = self.resblock("middle_block.2", h, emb, ch, ch)
+        k = 0
+        for level, m in reversed(list(enumerate(mults))):
+            for i in range(nrb + 1):
+                h = torch.cat([h, hs.pop()], dim=1)
+                h = self.resblock(f"output_blocks.{k}.0", h, emb, h.shape[1], m * C)
+                ch, j = m * C, 1
+                if ds in attn_ds:
+                    h = self.attention(f"output_blocks.{k}.1", h, ch, self.heads(ch, up=True))
+                    j = 2
+                if level and i == nrb:
+                    if sp["updown"]:
+                        h = self.resblock(f"output_blocks.{k}.{j}", h, emb, ch, ch, up=True)
+                    else:
+                        h = self.conv(f"output_blocks.{k}.{j}.conv", F.interpolate(h, scale_factor=2, mode="nearest"), ch, ch)
+                    ds //= 2
+                k += 1
+        return self.conv("out.2", F.silu(self.norm("out.0", h, ch)), C, sp["out"])
+
+
+# each preset's architecture family at small width: (flags, the reference's own reading of them)
+FAMILIES = {
+    "celeba-like": ("--image_size 32 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2,2 "
+                    "--attention_resolutions 16,8 --num_head_channels 16 --resblock_updown True "
+                    "--use_new_attention_order True --use_scale_shift_norm True --learn_sigma True "
+                    "--noise_schedule cosine --dropout 0.1 --use_fp16 True",
+                    dict(C=32, mult=(1, 2, 2), nrb=1, attn_ds=(2, 4), head_channels=16, updown=True, new_order=True,
+                         ss=True, classes=False, out=6, size=32, cin=3)),
+    "bedroom-like": ("--image_size 32 --num_channels 32 --num_res_blocks 2 --channel_mult 1,1,2 "
+                     "--attention_resolutions 8 --num_head_channels 16 --resblock_updown True --use_fp16 True "
+                     "--use_scale_shift_norm True --learn_sigma True --noise_schedule linear",
+                     dict(C=32, mult=(1, 1, 2), nrb=2, attn_ds=(4,), head_channels=16, updown=True, new_order=False,
+                          ss=True, classes=False, out=6, size=32, cin=3)),
+    "imagenet-like": ("--image_size 32 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 --class_cond True "
+                      "--attention_resolutions 16 --num_heads 2 --resblock_updown False "
+                      "--use_scale_shift_norm False --learn_sigma False",
+                      dict(C=32, mult=(1, 2), nrb=1, attn_ds=(2,), heads=2, updown=False, new_order=False, ss=False,
+                           classes=True, out=3, size=32, cin=3)),
+    "upsampler-like": ("--large_size 64 --small_size 16 --num_channels 32 --num_res_blocks 1 --class_cond True "
+                       "--attention_resolutions 16,8 --num_heads 2 --resblock_updown True --use_scale_shift_norm True "
+                       "--learn_sigma True --noise_schedule linear --use_fp16 True",
+                       dict(C=32, mult=(1, 2, 3, 4), nrb=1, attn_ds=(4, 8), heads=2, updown=True, new_order=False,
+                            ss=True, classes=True, out=6, size=64, cin=6, small=16)),
+}
+
+
+def _inputs(spec, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, spec["size"], spec["size"], generator=g, dtype=torch.float64)
+    t = torch.tensor([3, 731])
+    y = torch.tensor([7, 993]) if spec["classes"] else None
+    low = torch.rand(2, 3, spec["small"], spec["small"], generator=g, dtype=torch.float64) * 2 - 1 if spec.get("small") else None
+    return x, t, y, low
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def converted(request, tmp_path_factory):
+    """(family, flags, spec, state dict, converted folder) with the checkpoint saved as fp16 where use_fp16."""
+    flags, spec = FAMILIES[request.param]
+    ref = ADMRef(spec)
+    ref.forward(*_inputs(spec))  # creates the state dict
+    dtype = torch.float16 if "use_fp16 True" in flags else torch.float32
+    state = {k: v.to(dtype) for k, v in ref.s.items()}
+    root = tmp_path_factory.mktemp(request.param)
+    torch.save(state, root / "model.pt")
+    folder = convert_adm(root / "model.pt", root / "converted", parse_flags(flags))
+    return request.param, flags, spec, state, folder
+
+
+def test_converted_unet_equals_independent_adm_forward(converted):
+    name, flags, spec, state, folder = converted
+    comps = load_components(str(folder))
+    unet = comps.unet.double()
+    x, t, y, low = _inputs(spec, seed=2)
+    ref = ADMRef(spec, {k: v.double() for k, v in state.items()})
+    want = ref.forward(x, t, y, low)
+    assert sorted(ref.used) == sorted(state), "the reference must consume every checkpoint tensor exactly once"
+    assert len(ref.used) == len(set(ref.used))
+    inp = x if low is None else torch.cat([x, F.interpolate(low, x.shape[-2:], mode="bilinear")], dim=1)
+    with torch.no_grad():
+        got = unet(inp, t, class_labels=y).sample
+    assert got.shape == (2, spec["out"], spec["size"], spec["size"]) and torch.isfinite(got).all()
+    assert want.abs().max() > 0.1  # a non-trivial output
+    torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+    # float32 as loaded: the same up to float32 rounding
+    with torch.no_grad():
+        got32 = load_components(str(folder)).unet(inp.float(), t, class_labels=y).sample
+    torch.testing.assert_close(got32.double(), want, atol=1e-4 * float(want.abs().max()), rtol=1e-4)
+
+
+def test_converted_folder_layout_and_scheduler(converted):
+    name, flags, spec, state, folder = converted
+    index = json.loads((folder / "model_index.json").read_text())
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
+    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert index["_class_name"] == "DDPMPipeline" and index["scheduler"] == ["diffusers", "DDPMScheduler"]
+    # a fixed head count over attention layers of different widths is not one UNet2DModel attention_head_dim
+    assert index["unet"][1] == ("ADMUNet2DModel" if name == "upsampler-like" else "UNet2DModel")
+    assert unet_cfg["in_channels"] == spec["cin"] and unet_cfg["out_channels"] == spec["out"]
+    assert unet_cfg["num_class_embeds"] == (1000 if spec["classes"] else None)
+    assert unet_cfg["resnet_time_scale_shift"] == ("scale_shift" if spec["ss"] else "default")
+    assert sched["variance_type"] == ("learned_range" if spec["out"] == 6 else "fixed_large")
+    # betas: the closed forms (guided-diffusion's linear 1e-4..0.02 scaled by 1000/T; cosine with s = 0.008)
+    T = 1000
+    if "cosine" in flags:
+        f = lambda s: math.cos((s / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        want = np.minimum([1 - f(i + 1) / f(i) for i in range(T)], 0.999)
+    else:
+        want = np.linspace(1e-4, 0.02, T)
+    np.testing.assert_allclose(sched["trained_betas"], want, rtol=1e-12, atol=0)
+    comps = load_components(str(folder))
+    np.testing.assert_allclose(comps.denoiser().alphas_cumprod.numpy(), np.cumprod(1 - want), rtol=1e-12)
+    np.testing.assert_allclose(comps.scheduler.alphas_cumprod.double().numpy(), np.cumprod(1 - want), rtol=2e-5)
+    if spec.get("small"):
+        assert index["low_res_conditioning"] == {"channels": 3, "size": spec["small"], "interpolation": "bilinear"}
+        assert comps.denoiser().in_channels == 3 and comps.denoiser().learned_variance
+
+
+def test_wrong_flags_name_first_mismatching_tensor(converted, tmp_path, capsys):
+    name, flags, spec, state, folder = converted
+    if name != "celeba-like":
+        pytest.skip("one family suffices")
+    ckpt = folder.parent / "model.pt"
+    wrong = flags.replace("--num_channels 32", "--num_channels 64")
+    code = main(["convert", "adm", str(ckpt), "--out", str(tmp_path / "w"), "--flags", wrong])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "time_embed.0.weight" in err and "(256, 64)" in err and "(128, 32)" in err
+    with pytest.raises(MinorityError, match="output_blocks.*skip_connection|not part of"):  # fewer levels
+        convert_adm(ckpt, tmp_path / "w2", parse_flags(flags.replace("--channel_mult 1,2,2", "--channel_mult 1,2")))
+    with pytest.raises(MinorityError, match="lacks .* label_emb.weight"):
+        convert_adm(ckpt, tmp_path / "w3", parse_flags(flags + " --class_cond True"))
+    extra = dict(state, stray=torch.zeros(2))
+    torch.save(extra, tmp_path / "extra.pt")
+    with pytest.raises(MinorityError, match="stray .*not part of"):
+        convert_adm(tmp_path / "extra.pt", tmp_path / "w4", parse_flags(flags))
+    assert not (tmp_path / "w").exists()
+
+
+def test_flags_parse_as_guided_diffusion_argparse():
+    f = parse_flags(PRESETS["celeba64"])
+    assert (f.image_size, f.num_channels, f.num_head_channels, f.num_res_blocks) == (64, 192, 64, 3)
+    assert f.mults == (1, 2, 3, 4) and f.attention_ds == (2, 4, 8) and f.use_new_attention_order
+    b = parse_flags(PRESETS["lsun-bedroom256"])
+    assert b.mults == (1, 1, 2, 2, 4, 4) and not b.use_new_attention_order and b.attention_ds == (8, 16, 32)
+    u = parse_flags(PRESETS["imagenet64-256-upsampler"])
+    assert u.super_res and u.image_size == 256 and u.small_size == 64 and u.num_heads == 4
+    assert parse_flags("--image_size 64 --class_cond yes --learn_sigma 1").class_cond  # str2bool, defaults
+    assert parse_flags("--image_size 64 --num_chan 64").num_channels == 64  # argparse prefixes
+    for bad, msg in [("--image_size 64 --bogus 3", "unrecognized"), ("--class_cond maybe", "boolean"),
+                     ("--image_size 48", "channel_mult"), ("--large_size 256 --use_new_attention_order True", "unrecognized")]:
+        with pytest.raises(MinorityError, match=msg):
+            parse_flags(bad)
+
+
+def test_pickle_with_objects_refused(tmp_path):
+    torch.save({"w": torch.zeros(1), "args": argparse.Namespace(lr=1e-4)}, tmp_path / "bad.pt")  # a training script's
+    with pytest.raises(MinorityError, match="weights-only loading refuses"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"step": 3}, tmp_path / "nontensor.pt")
+    with pytest.raises(MinorityError, match="not a state dict of tensors"):
+        load_checkpoint(tmp_path / "nontensor.pt")
