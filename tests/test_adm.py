@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from minority.cli.main import main
 from minority.errors import MinorityError
@@ -287,3 +288,99 @@ def test_pickle_with_objects_refused(tmp_path):
     torch.save({"step": 3}, tmp_path / "nontensor.pt")
     with pytest.raises(MinorityError, match="not a state dict of tensors"):
         load_checkpoint(tmp_path / "nontensor.pt")
+
+
+# -- the converted folders through the project's pipelines ------------------------------------------------------
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Converted folders of the celeba-like, imagenet-like and upsampler-like families (float32 checkpoints)."""
+    out = {}
+    for name in ("celeba-like", "imagenet-like", "upsampler-like"):
+        flags, spec = FAMILIES[name]
+        ref = ADMRef(spec, seed=3)
+        ref.forward(*_inputs(spec))
+        root = tmp_path_factory.mktemp(f"gen-{name}")
+        torch.save({k: v.float() for k, v in ref.s.items()}, root / "m.pt")
+        assert main(["convert", "adm", str(root / "m.pt"), "--out", str(root / "f"), "--flags", flags]) == 0
+        out[name] = (root / "f", spec, ref.s)
+    return out
+
+
+@pytest.mark.parametrize("method", ["ancestral", "sgms"])
+def test_converted_folder_generates(folders, tmp_path, method):
+    extra = ["--guide-every", "2", "--distance", "l2"] if method == "sgms" else []
+    for name, label in (("celeba-like", []), ("imagenet-like", ["--class-label", "5"])):
+        folder, spec, _ = folders[name]
+        out = tmp_path / name
+        code = main(["generate", "--model", str(folder), "--method", method, "--steps", "4", "--seeds", "0-1",
+                     *label, "--out", str(out), *extra])
+        assert code == 0
+        rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(r["method"] == method for r in rows)
+        arr = np.asarray(Image.open(out / rows[0]["file"]))
+        assert arr.shape == (spec["size"], spec["size"], 3) and np.isfinite(arr).all()
+
+
+def _ref_ancestral(ref: ADMRef, pairs, abar, z, y, low, gens):
+    """guided-diffusion's p_sample loop (learned-range variance, clipped x̂0) on the given (t, t_next) grid."""
+    from minority.core.rng import randn_per_sample
+
+    for t, tn in pairs:
+        a, an = float(abar[t]), (float(abar[tn]) if tn >= 0 else 1.0)
+        out = ref.forward(z, torch.tensor([t] * z.shape[0]), y, low)
+        eps, v = out[:, :3], out[:, 3:]
+        x0 = ((z - (1 - a) ** 0.5 * eps) / a**0.5).clamp(-1, 1)
+        beta = 1 - a / an
+        mean = (an**0.5 * beta / (1 - a)) * x0 + ((1 - beta) ** 0.5 * (1 - an) / (1 - a)) * z
+        if t == 0:  # no noise on the last step
+            return mean
+        log_var = (v + 1) / 2 * math.log(beta) + (1 - (v + 1) / 2) * math.log(beta * (1 - an) / (1 - a))
+        z = mean + torch.exp(0.5 * log_var) * randn_per_sample(gens, z.shape[1:]).double()
+    return z
+
+
+def test_upsample_command_equals_guided_diffusion_super_res_sampling(folders, tmp_path):
+    from minority.core.rng import make_generators, randn_per_sample
+    from minority.pipelines.pixel import PixelPipeline
+
+    folder, spec, state = folders["upsampler-like"]
+    src = tmp_path / "in64"
+    (src / "images").mkdir(parents=True)
+    g = torch.Generator().manual_seed(5)
+    rows = []
+    for k, (label, seed) in enumerate([(7, 11), (993, 12), (42, 13)]):
+        px = (torch.rand(16, 16, 3, generator=g) * 255).round().to(torch.uint8).numpy()
+        Image.fromarray(px).save(src / "images" / f"{k:05d}_{seed:06d}.png")
+        rows.append({"file": f"images/{k:05d}_{seed:06d}.png", "class_label": label, "seed": seed, "prompt_index": k})
+    (src / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "up"
+    assert main(["upsample", "--images", str(src), "--model", str(folder), "--steps", "3", "--batch-size", "2",
+                 "--out", str(out)]) == 0
+    got = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["class_label"], r["seed"]) for r in got] == [(7, 11), (993, 12), (42, 13)]
+    img = np.asarray(Image.open(out / got[1]["file"]), dtype=np.float64)
+    assert img.shape == (64, 64, 3)
+    # the same image from guided-diffusion's formulas with the reference network (it upsamples low_res itself)
+    pipe = PixelPipeline(load_components(str(folder)))
+    pairs = pipe.plan([993], "ancestral", {}, steps=3).pairs
+    low = torch.from_numpy(np.asarray(Image.open(src / rows[1]["file"]), dtype=np.float64) / 127.5 - 1).permute(2, 0, 1)[None]
+    gens = make_generators([12])
+    z = randn_per_sample(gens, (3, 64, 64)).double()
+    ref = ADMRef(spec, {k: v.double() for k, v in state.items()})
+    want = _ref_ancestral(ref, pairs, pipe.denoiser.alphas_cumprod, z, torch.tensor([993]), low, gens)
+    want = ((want[0].permute(1, 2, 0).clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()
+    assert np.abs(img - want).max() <= 1  # uint8 rounding of a float32 vs float64 run
+
+
+def test_upsampler_needs_low_res_and_generate_refuses(folders, tmp_path, capsys):
+    folder, _, _ = folders["upsampler-like"]
+    code = main(["generate", "--model", str(folder), "--class-label", "3", "--steps", "2", "--out", str(tmp_path / "g")])
+    err = capsys.readouterr().err
+    assert code == 2 and "super-resolution" in err and "minority upsample" in err
+    celeba, _, _ = folders["celeba-like"]
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    code = main(["upsample", "--images", str(tmp_path / "imgs"), "--model", str(celeba), "--out", str(tmp_path / "u")])
+    assert code == 2 and "not a super-resolution model" in capsys.readouterr().err
+    code = main(["upsample", "--images", str(tmp_path / "imgs"), "--model", str(folder), "--out", str(tmp_path / "u")])
+    assert code == 2 and "--class-label" in capsys.readouterr().err

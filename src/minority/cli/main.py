@@ -52,6 +52,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser, list[str]], No
               _module("minority.cli.commands", "add_score_arguments")),
     "convert": ("convert a guided-diffusion (ADM) checkpoint into a diffusers pixel-model folder",
                 _module("minority.cli.convert", "add_convert_arguments")),
+    "upsample": ("run a super-resolution model (the 64->256 ImageNet upsampler) over low-resolution images",
+                 _module("minority.cli.commands", "add_upsample_arguments")),
     "evaluate": ("compute the papers' metrics on generated images",
                  _module("minority.metrics.cli", "add_evaluate_arguments", "run_evaluate")),
     "train": ("train an embedded model from scratch", _module("minority.training.cli", "add_train_arguments", "run_train")),
