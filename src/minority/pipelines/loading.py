@@ -189,7 +189,7 @@ def _load_pixel(location: str, name: str, device, dtype, flat: bool = False, ind
     pipeline folder with ``unet/``, or a flat UNet folder)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from minority.nets.adm import ADMUNet2DModel  # lazy: imports diffusers, which this module loads only when used
+    from minority.nets.adm import ADMUNet2DModel  # lazy: imports diffusers (loaded on use)
 
     kw = {"use_safetensors": True}
     unet_cls = ADMUNet2DModel if (index or {}).get("unet", [None, None])[1] == "ADMUNet2DModel" else UNet2DModel

@@ -26,7 +26,13 @@ from PIL import Image
 
 from minority.errors import MinorityError
 from minority.pipelines.pixel import PixelPipeline, load_pipeline
-from minority.runs.io import append_jsonl, atomic_write_json, ensure_writable_dir, read_jsonl, save_image_atomic
+from minority.runs.io import (
+    append_jsonl,
+    atomic_write_json,
+    ensure_writable_dir,
+    read_jsonl,
+    save_image_atomic,
+)
 from minority.runs.score import list_images
 
 
