@@ -21,7 +21,7 @@ from PIL import Image
 
 from minority.cli.main import main
 from minority.errors import MinorityError
-from minority.pipelines.adm.convert import convert_adm, load_checkpoint
+from minority.pipelines.adm.convert import convert_adm, convert_state_dict, load_checkpoint
 from minority.pipelines.adm.flags import PRESETS, parse_flags
 from minority.pipelines.loading import load_components
 
@@ -29,12 +29,14 @@ from minority.pipelines.loading import load_components
 class ADMRef:
     """Independent ADM ``UNetModel`` / ``SuperResModel`` forward over a state dict ``{name: tensor}``."""
 
-    def __init__(self, spec: dict, state: dict | None = None, seed: int = 0):
+    def __init__(self, spec: dict, state: dict | None = None, seed: int = 0, meta: bool = False):
         self.s, self.create, self.used = (state if state is not None else {}), state is None, []
         self.g = torch.Generator().manual_seed(seed)
-        self.spec = spec
+        self.spec, self.meta = spec, meta  # meta: shapes only (full-size layouts)
 
     def p(self, name: str, *shape: int) -> torch.Tensor:
+        if self.create and name not in self.s and self.meta:
+            self.s[name] = torch.empty(shape, dtype=torch.float16, device="meta")
         if self.create and name not in self.s:
             fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
             base = torch.randn(shape, generator=self.g, dtype=torch.float64)
@@ -46,7 +48,7 @@ class ADMRef:
         t = self.s[name]
         assert tuple(t.shape) == shape, (name, tuple(t.shape), shape)
         self.used.append(name)
-        return t.double()
+        return t.float() if self.meta else t.double()
 
     def norm(self, name, x, c):  # GroupNorm32: 32 groups, eps 1e-5
         return F.group_norm(x, 32, self.p(f"{name}.weight", c), self.p(f"{name}.bias", c), 1e-5)
@@ -100,9 +102,9 @@ class ADMRef:
         if low_res is not None:
             x = torch.cat([x, F.interpolate(low_res, x.shape[-2:], mode="bilinear")], dim=1)
         half = C // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         args = t.float()[:, None] * freqs[None]  # in float32, as guided-diffusion's timestep_embedding
-        temb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).double()
+        temb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(x.dtype)
         emb = self.linear("time_embed.2", F.silu(self.linear("time_embed.0", temb, C, 4 * C)), 4 * C, 4 * C)
         if sp["classes"]:
             emb = emb + self.p("label_emb.weight", 1000, 4 * C)[y]
@@ -244,11 +246,9 @@ def test_converted_folder_layout_and_scheduler(converted):
         assert comps.denoiser().in_channels == 3 and comps.denoiser().learned_variance
 
 
-def test_wrong_flags_name_first_mismatching_tensor(converted, tmp_path, capsys):
-    name, flags, spec, state, folder = converted
-    if name != "celeba-like":
-        pytest.skip("one family suffices")
-    ckpt = folder.parent / "model.pt"
+def test_wrong_flags_name_first_mismatching_tensor(folders, tmp_path, capsys):
+    folder, _, state = folders["celeba-like"]
+    flags, ckpt = FAMILIES["celeba-like"][0], folder.parent / "m.pt"
     wrong = flags.replace("--num_channels 32", "--num_channels 64")
     code = main(["convert", "adm", str(ckpt), "--out", str(tmp_path / "w"), "--flags", wrong])
     err = capsys.readouterr().err
@@ -263,6 +263,36 @@ def test_wrong_flags_name_first_mismatching_tensor(converted, tmp_path, capsys):
     with pytest.raises(MinorityError, match="stray .*not part of"):
         convert_adm(tmp_path / "extra.pt", tmp_path / "w4", parse_flags(flags))
     assert not (tmp_path / "w").exists()
+
+
+# the paper's four models at full size, read from their published flags by the reference (shapes only)
+FULL = {
+    "celeba64": dict(C=192, mult=(1, 2, 3, 4), nrb=3, attn_ds=(2, 4, 8), head_channels=64, updown=True,
+                     new_order=True, ss=True, classes=False, out=6, size=64, cin=3),
+    "imagenet64": dict(C=192, mult=(1, 2, 3, 4), nrb=3, attn_ds=(2, 4, 8), head_channels=64, updown=True,
+                       new_order=True, ss=True, classes=True, out=6, size=64, cin=3),
+    "lsun-bedroom256": dict(C=256, mult=(1, 1, 2, 2, 4, 4), nrb=2, attn_ds=(8, 16, 32), head_channels=64,
+                            updown=True, new_order=False, ss=True, classes=False, out=6, size=256, cin=3),
+    "imagenet64-256-upsampler": dict(C=192, mult=(1, 1, 2, 2, 4, 4), nrb=2, attn_ds=(8, 16, 32), heads=4,
+                                     updown=True, new_order=False, ss=True, classes=True, out=6, size=256, cin=6,
+                                     small=64),
+}
+
+
+@pytest.mark.parametrize("preset", list(FULL))
+def test_presets_full_size_layout(preset):
+    """Every tensor the reference ADM of the published flags reads has the shape the converter expects, and the
+    converter consumes all of them (meta tensors: no memory)."""
+    spec = FULL[preset]
+    ref = ADMRef(spec, meta=True)
+    s = spec["size"]
+    x = torch.empty(1, 3, s, s, device="meta")
+    y = torch.zeros(1, dtype=torch.long, device="meta") if spec["classes"] else None
+    low = torch.empty(1, 3, spec["small"], spec["small"], device="meta") if spec.get("small") else None
+    out = ref.forward(x, torch.zeros(1, device="meta"), y, low)
+    assert out.shape == (1, 6, s, s)
+    converted = convert_state_dict(ref.s, parse_flags(PRESETS[preset]))
+    assert len(converted) == sum(3 if ".qkv." in k else 1 for k in ref.s)
 
 
 def test_flags_parse_as_guided_diffusion_argparse():
