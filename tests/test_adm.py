@@ -414,3 +414,39 @@ def test_upsampler_needs_low_res_and_generate_refuses(folders, tmp_path, capsys)
     assert code == 2 and "not a super-resolution model" in capsys.readouterr().err
     code = main(["upsample", "--images", str(tmp_path / "imgs"), "--model", str(folder), "--out", str(tmp_path / "u")])
     assert code == 2 and "--class-label" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["celeba64", "imagenet64-256-upsampler"])
+def test_full_size_forward_equals_reference(preset):
+    """The paper's architectures at full size with random weights (float64; CUDA when available): the converted
+    diffusers model equals the reference ADM forward."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = FULL[preset]
+    ref = ADMRef(spec, seed=4)
+    s, g = spec["size"], torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, s, s, generator=g, dtype=torch.float64)
+    low = torch.rand(1, 3, spec["small"], spec["small"], generator=g, dtype=torch.float64) * 2 - 1 if spec.get("small") else None
+    y = torch.tensor([281]) if spec["classes"] else None
+    t = torch.tensor([600])
+    ref.forward(x, t, y, low)  # creates the state dict (and runs once on the CPU)
+    ref.s = {k: v.to(dev) for k, v in ref.s.items()}
+    ref.used = []
+    with torch.no_grad():
+        want = ref.forward(x.to(dev), t.to(dev), None if y is None else y.to(dev), None if low is None else low.to(dev))
+        model = target_model_real(parse_flags(PRESETS[preset]))
+        model.load_state_dict(convert_state_dict(ref.s, parse_flags(PRESETS[preset]), torch.float64), strict=True)
+        model.to(dev)
+        inp = x if low is None else torch.cat([x, F.interpolate(low, (s, s), mode="bilinear")], dim=1)
+        got = model(inp.to(dev), t.to(dev), class_labels=None if y is None else y.to(dev)).sample
+    torch.testing.assert_close(got, want, atol=1e-8 * float(want.abs().max()), rtol=1e-8)
+
+
+def target_model_real(flags):
+    from diffusers import UNet2DModel
+
+    from minority.nets.adm import ADMUNet2DModel
+    from minority.pipelines.adm.layout import unet_config
+
+    name, cfg = unet_config(flags)
+    return (ADMUNet2DModel if name == "ADMUNet2DModel" else UNet2DModel)(**cfg).double().eval()
