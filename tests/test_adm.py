@@ -21,7 +21,7 @@ from PIL import Image
 
 from minority.cli.main import main
 from minority.errors import MinorityError
-from minority.pipelines.adm.convert import convert_adm, convert_state_dict, load_checkpoint
+from minority.pipelines.adm.convert import convert_adm, convert_state_dict, load_checkpoint, respaced_steps
 from minority.pipelines.adm.flags import PRESETS, parse_flags
 from minority.pipelines.loading import load_components
 
@@ -305,6 +305,8 @@ def test_flags_parse_as_guided_diffusion_argparse():
     assert u.super_res and u.image_size == 256 and u.small_size == 64 and u.num_heads == 4
     assert parse_flags("--image_size 64 --class_cond yes --learn_sigma 1").class_cond  # str2bool, defaults
     assert parse_flags("--image_size 64 --num_chan 64").num_channels == 64  # argparse prefixes
+    assert parse_flags("--image_size 64 --batch_size 4 --timestep_respacing 250").timestep_respacing == "250"
+    assert [respaced_steps(r) for r in ("250", "ddim25", "", "10,20")] == [250, 25, None, None]
     for bad, msg in [("--image_size 64 --bogus 3", "unrecognized"), ("--class_cond maybe", "boolean"),
                      ("--image_size 48", "channel_mult"), ("--large_size 256 --use_new_attention_order True", "unrecognized")]:
         with pytest.raises(MinorityError, match=msg):
@@ -450,3 +452,11 @@ def target_model_real(flags):
 
     name, cfg = unet_config(flags)
     return (ADMUNet2DModel if name == "ADMUNet2DModel" else UNet2DModel)(**cfg).double().eval()
+
+
+def test_score_refuses_super_resolution_model(folders, tmp_path, capsys):
+    folder, _, _ = folders["upsampler-like"]
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    code = main(["score", "--images", str(tmp_path / "imgs"), "--model", str(folder), "--out", str(tmp_path / "s.csv")])
+    assert code == 2 and "super-resolution" in capsys.readouterr().err
