@@ -460,3 +460,20 @@ def test_score_refuses_super_resolution_model(folders, tmp_path, capsys):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
     code = main(["score", "--images", str(tmp_path / "imgs"), "--model", str(folder), "--out", str(tmp_path / "s.csv")])
     assert code == 2 and "super-resolution" in capsys.readouterr().err
+
+
+def test_pixel_pipeline_low_res_argument(folders):
+    from minority.pipelines.pixel import PixelPipeline
+
+    folder, _, _ = folders["upsampler-like"]
+    pipe = PixelPipeline.from_pretrained(str(folder))
+    low = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = pipe(class_labels=5, low_res=low, num_inference_steps=2, output_type="pt", seeds=[0, 1])
+    assert out.images.shape == (2, 3, 64, 64) and out.settings["unet_calls"] == 2
+    with pytest.raises(MinorityError, match=r"low_res must have shape \(2, 3, 16, 16\)"):
+        pipe(class_labels=[5, 6], low_res=torch.zeros(2, 3, 32, 32), num_inference_steps=2)
+    with pytest.raises(MinorityError, match="needs low-resolution images"):
+        pipe(class_labels=[5], num_inference_steps=2)
+    celeba, _, _ = folders["celeba-like"]
+    with pytest.raises(MinorityError, match="takes no conditioning images"):
+        PixelPipeline.from_pretrained(str(celeba))(num_images=1, low_res=low[:1], num_inference_steps=2)
