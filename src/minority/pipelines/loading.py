@@ -182,7 +182,7 @@ def load_components(
     kw = {"use_safetensors": True, **hub}
     index = _read_index(location, kind, model)
     cls = index.get("_class_name", "")
-    if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] == "UNet2DModel":
+    if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] in PIXEL_UNETS:
         return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index, hub=hub)
     try:
         xl = "text_encoder_2" in index or "XL" in cls
@@ -237,21 +237,29 @@ def _read_index(location: str, kind: str, name: str) -> dict:
     raise MinorityError(f"{folder} is not a diffusers model folder (no model_index.json): pass a folder saved by diffusers.")
 
 
+PIXEL_UNETS = ("UNet2DModel", "ADMUNet2DModel")
+
+
 def _load_pixel(location: str, name: str, device, dtype, flat: bool = False, index: dict | None = None,
                 hub: dict | None = None) -> Components:
-    """Pixel-space ``UNet2DModel`` + ``DDPMScheduler`` (a pipeline folder with ``unet/``, or a flat UNet folder)."""
+    """Pixel-space ``UNet2DModel`` (or converted guided-diffusion ``ADMUNet2DModel``) + ``DDPMScheduler`` (a
+    pipeline folder with ``unet/``, or a flat UNet folder)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
+    from minority.nets.adm import ADMUNet2DModel  # lazy: imports diffusers (loaded on use)
+
     kw = {"use_safetensors": True, **(hub or {})}
+    unet_cls = ADMUNet2DModel if (index or {}).get("unet", [None, None])[1] == "ADMUNet2DModel" else UNet2DModel
     try:
-        unet = UNet2DModel.from_pretrained(location, subfolder=None if flat else "unet", **kw)
+        unet = unet_cls.from_pretrained(location, subfolder=None if flat else "unet", **kw)
         scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", **(hub or {}))
     except (OSError, ValueError) as err:
         raise MinorityError(f"Could not load a pixel-space UNet2DModel from {location!r}: {str(err).splitlines()[0]}") from err
     null = (index or {}).get("null_class_label")
     comps = Components(family="pixel", unet=unet, scheduler=scheduler, name=name, source="folder",
                        null_class_label=None if null is None else int(null),
-                       model_defaults=dict((index or {}).get("minority_defaults", {})))
+                       model_defaults=dict((index or {}).get("minority_defaults", {})),
+                       low_res_conditioning=(index or {}).get("low_res_conditioning"))
     return comps.to(device=device, dtype=dtype).freeze()
 
 

@@ -164,6 +164,14 @@ class Pipeline:
         """Scheduler options of the solvers (``clip_sample``, ``variance_type``)."""
         return {}
 
+    def condition_on_images(self, plan: RunPlan, cond: Conditioning, uncond: Conditioning | None,
+                            images: torch.Tensor | None) -> tuple[Conditioning, Conditioning | None]:
+        """Add conditioning images (a super-resolution model's low-resolution inputs) to both branches; models
+        that take none refuse them."""
+        if images is not None:
+            raise MinorityError("This model takes no conditioning images (low_res): drop them.")
+        return cond, uncond
+
     def settings_extra(self, items: list, negatives: list[str] | None) -> dict:
         return {}
 
@@ -205,11 +213,13 @@ class Pipeline:
 
     def run_batch(self, plan: RunPlan, items: list, *, negatives: list[str] | None = None,
                   group_ids: list[int] | None = None, generator=None, seeds: Sequence[int] | None = None,
-                  latents: torch.Tensor | None = None, progress: bool = False) -> MinorityOutput:
-        """Sample one batch of a planned run: ``items`` (B prompts / class labels) with per-image seeds."""
+                  latents: torch.Tensor | None = None, progress: bool = False,
+                  low_res: torch.Tensor | None = None) -> MinorityOutput:
+        """Sample one batch of a planned run: ``items`` (B prompts / class labels) with per-image seeds;
+        ``low_res`` ``(B, c, h, w)`` in [−1, 1]: the conditioning images of super-resolution models."""
         c, batch = self.components, len(items)
         gens, seed_list = generators_for(batch, generator, seeds)
-        cond, uncond = self.encode(plan, items, negatives)
+        cond, uncond = self.condition_on_images(plan, *self.encode(plan, items, negatives), low_res)
         shape = self.latent_shape(plan)
         if latents is None:  # SPEC §3.4: each image's first draw; the method's draws follow
             latents = randn_per_sample(gens, shape, device=c.device) * float(getattr(c.scheduler, "init_noise_sigma", 1.0))
