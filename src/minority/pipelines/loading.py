@@ -178,8 +178,7 @@ def load_components(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     location, kind = resolve_model(model)
-    hub = hub_kwargs(kind)
-    kw = {"use_safetensors": True, **hub}
+    kw = {"use_safetensors": True, **(hub := hub_kwargs(kind))}
     index = _read_index(location, kind, model)
     cls = index.get("_class_name", "")
     if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] in PIXEL_UNETS:
