@@ -112,6 +112,11 @@ def test_mp_table1_quick_on_tiny_sd(tiny_sd_dir, reference_dir, tmp_path, capsys
     assert (out / "distributions.png").is_file()
     md = (out / "results.md").read_text()
     assert "QUICK" in md and "clipscore skipped" in md  # no CLIP weights offline: said, not hidden
+    # the likelihood confound control: detail (PNG bits/pixel) beside bits/dim, one verdict per method
+    assert all(float(r["png-bpp"]) > 0 for r in rows)
+    section = md.split("## Likelihood and image detail")[1].split("\n## ")[0]
+    assert all(f"| {r['arm']} |" in section for r in rows) and section.count("| base |") == 1
+    assert sum(v in section for v in ("explained by detail alone", "no significant gain")) >= 1
     # the recorded per-method evaluate command reproduces the benchmark's numbers
     info = json.loads((out / "benchmark.json").read_text())
     cmd = info["details"]["arms"]["ddim"]["evaluate_commands"]["main"]

@@ -18,6 +18,7 @@ import torch
 
 from minority.benchmark import plots
 from minority.benchmark.config import BenchmarkConfig, Plan, resolve
+from minority.benchmark.confound import detail_control, detail_markdown
 from minority.benchmark.grids import comparison_grid
 from minority.benchmark.perf import run_perf, slug
 from minority.benchmark.provenance import invoked_command, setting_word, shell_join, versions
@@ -28,6 +29,7 @@ from minority.benchmark.tables import (
     markdown_table,
     metric_columns,
     metrics_markdown,
+    read_csv,
     write_csv,
 )
 from minority.errors import MinorityError
@@ -35,7 +37,7 @@ from minority.runs.io import atomic_write_bytes, atomic_write_json, ensure_writa
 
 log = logging.getLogger("minority")
 
-DISTRIBUTION_COLUMNS = ("likelihood_bpd", "avgknn", "lof", "rarity", "density", "clipscore")
+DISTRIBUTION_COLUMNS = ("likelihood_bpd", "png_bpp", "avgknn", "lof", "rarity", "density", "clipscore")
 PERF_COLUMNS = ("backbone", "family", "arm", "method", "device", "batch", "images", "steps", "guidance",
                 "seconds_per_image", "seconds_per_image_ci_low", "seconds_per_image_ci_high", "timed_batches",
                 "ratio_to_ddim", "peak_memory_mb", "memory_kind", "unet_forward_per_batch", "unet_backward_per_batch",
@@ -200,6 +202,9 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
                      f"`{plan.references[g.name]}`")
     lines += ["", "## Results", "", "Mean ± 95% CI half-width (asymmetric Wilson intervals of 0/1 per-image "
               "indicators as [low, high]); `–` = not computed.", "", metrics_markdown(rows, metrics), ""]
+    if {"likelihood", "png-bpp"} <= set(metrics) and plan.arms:
+        base = plan.arms[0].name
+        lines += detail_markdown(detail_control(_nll_and_detail(plan, details), base), base)
     notes = list(p.notes) + [f"{m} skipped: {why}" for m, why in details["skipped_metrics"].items()]
     places = {(d.get("generated_on"), d.get("evaluated_on")) for d in details["arms"].values()}
     if any(g and e and g != e for g, e in places):
@@ -216,6 +221,19 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     lines += _footer(plan, info, images)
     atomic_write_bytes(out / "results.md", "\n".join(lines).encode("utf-8"))
+
+
+def _nll_and_detail(plan: Plan, details: dict) -> dict[str, tuple[list[float], list[float]]]:
+    """Per arm, the per-image (NLL bits/dim, PNG bits/pixel) of the evaluation that computed both."""
+    out = {}
+    for a in plan.arms:
+        for g in plan.protocol.groups:
+            path = Path(details["arms"][a.name]["folder"]) / f"eval-{g.name}" / "per_image.csv"
+            rows = read_csv(path) if path.is_file() else []
+            if rows and "likelihood_bpd" in rows[0] and "png_bpp" in rows[0]:
+                pairs = [(float(r["likelihood_bpd"] or "nan"), float(r["png_bpp"] or "nan")) for r in rows]
+                out[a.name] = ([x for x, _ in pairs], [y for _, y in pairs])
+    return out
 
 
 def _cell(labels: list[str]) -> int:

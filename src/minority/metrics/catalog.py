@@ -38,6 +38,8 @@ METRICS: dict[str, MetricInfo] = {
     "alignment": MetricInfo("share of images classified as the prompt's class", needs_prompts=True),
     "ibs": MetricInfo("in-batch cosine similarity per prompt group", needs_prompts=True, higher_is_better=False),
     "likelihood": MetricInfo("PF-ODE bits/dim under the model", higher_is_better=None),
+    "png-bpp": MetricInfo("PNG-compressed size in bits per pixel (image detail, the likelihood confound)",
+                          higher_is_better=None),
     "minority-score": MetricInfo("reconstruction-loss minority score under the model (Um & Ye 2023)",
                                  higher_is_better=None),
 }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from minority.errors import MinorityError
 from minority.metrics.cache import FeatureCache
@@ -26,6 +27,7 @@ from minority.metrics.catalog import (  # noqa: F401  (DEFAULT_*, METRICS, parse
     check_settings,
     parse_metrics,
 )
+from minority.metrics.compression import png_bits_per_pixel
 from minority.metrics.diversity import in_batch_similarity
 from minority.metrics.extractors.imagereward import load_imagereward
 from minority.metrics.features import FeatureExtractor, extract_features, load_extractor
@@ -172,6 +174,8 @@ def _pixel_metrics(run: _Run, gen: ImageSet, names: list[str], per_image: dict, 
         per_image["likelihood_bpd"], extra["likelihood"] = likelihood_values(run, gen)
     if "minority-score" in names:
         per_image["minority_score"], extra["minority-score"] = minority_score_values(run, gen)
+    if "png-bpp" in names:
+        per_image["png_bpp"] = _png_bpp(run, gen)
 
 
 def _all_features(run: _Run, gen: ImageSet, ref_set: ImageSet | None, names: list[str], features):
@@ -245,7 +249,7 @@ def _prompt_metrics(run: _Run, gen: ImageSet, names, feats, idx, results, per_im
 
 def _summaries(gen: ImageSet, names, idx, results, per_image, extra) -> None:
     """Per-image values restricted to the valid rows, and their means with 95% CIs."""
-    for name in ("imagereward", "likelihood_bpd", "minority_score"):
+    for name in ("imagereward", "likelihood_bpd", "minority_score", "png_bpp"):
         if name in per_image and len(per_image[name]) == len(gen):
             per_image[name] = per_image[name][idx]
     for name in ("clipscore", "pickscore", "imagereward", "alignment"):
@@ -256,6 +260,13 @@ def _summaries(gen: ImageSet, names, idx, results, per_image, extra) -> None:
                                  **extra["likelihood"]}
     if "minority-score" in names:
         results["minority-score"] = {**_summary_entry(per_image["minority_score"]), **extra["minority-score"]}
+    if "png-bpp" in names:
+        results["png-bpp"] = {**_summary_entry(per_image["png_bpp"]), "unit": "bits/pixel"}
+        if "likelihood_bpd" in per_image:  # Spearman's ρ between detail and NLL over the images
+            ok = np.isfinite(per_image["png_bpp"]) & np.isfinite(per_image["likelihood_bpd"])
+            rho, p = spearmanr(per_image["png_bpp"][ok], per_image["likelihood_bpd"][ok]) if ok.sum() > 2 else (None, None)
+            results["png-bpp"].update(spearman_likelihood=None if rho is None or not np.isfinite(rho) else float(rho),
+                                      spearman_p=None if p is None or not np.isfinite(p) else float(p))
 
 
 def _reference_avgknn(run: _Run, ref_set: ImageSet, ext: FeatureExtractor, r: np.ndarray, rows: np.ndarray,
@@ -341,6 +352,14 @@ def _alignment(ext: FeatureExtractor, logits: np.ndarray, rows: list[dict]):
         )
     agree = class_agreement(pred, targets).numpy()
     return agree, pred.astype(np.float64), np.array([np.nan if t is None else t for t in targets], np.float64)
+
+
+def _png_bpp(run: _Run, gen: ImageSet) -> np.ndarray:
+    vals = np.full(len(gen), np.nan)
+    for start in range(0, len(gen), run.batch_size):
+        ok, arrays = run.load_images(gen, range(start, min(len(gen), start + run.batch_size)))
+        vals[ok] = [png_bits_per_pixel(a) for a in arrays]
+    return vals
 
 
 def _imagereward(run: _Run, gen: ImageSet) -> np.ndarray:
