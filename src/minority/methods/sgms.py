@@ -70,7 +70,8 @@ class SGMS(Method):
     scale: float = hyperparameter(1.0, "SGMS w: guidance strength (0 = the base sampler)", low=0.0)
     perturb: float = hyperparameter(0.8, "p: re-noise the Tweedie estimate to timestep p·T_train, p in (0, 1)",
                                     low=0.0, high=1.0, low_open=True, high_open=True)
-    guide_every: int = hyperparameter(5, "N: guide when the step index % N == 0", low=1)
+    guide_every: int = hyperparameter(5, "N: guide step i of S when (S-1-i) % N == 0 (counted from the end, as the "
+                                      "authors' t % inter_rate == 0: the last step is always guided)", low=1)
     schedule: str = hyperparameter("var", "var: × posterior variance; fixed; switch-off: fixed until "
                                    "t <= switch_off_at·T", choices=("var", "fixed", "switch-off"))
     switch_off_at: float = hyperparameter(0.0, "with schedule switch-off: stop guiding once t <= switch_off_at·T_train",
@@ -104,6 +105,11 @@ class SGMS(Method):
         return [SGMSHook(self.resolved(run.family), get_distance(self.resolved(run.family).distance, run.latent))]
 
 
+def guided_index(i: int, num_steps: int, guide_every: int) -> bool:
+    """Whether step ``i`` of ``num_steps`` (0-based, noise → data) is a guided one: (S − 1 − i) % N == 0."""
+    return (num_steps - 1 - i) % guide_every == 0
+
+
 class SGMSHook(Hook):
     """Per-step SGMS guidance (SGMS Alg. 1; module docstring). ``method`` must be resolved (distance, solver)."""
 
@@ -114,9 +120,12 @@ class SGMSHook(Hook):
         self._pending: torch.Tensor | None = None  # ancestral: the displacement added to the posterior mean
 
     def guided_at(self, ctx: StepContext) -> bool:
-        """Whether step ``ctx.index`` is guided (scale 0 guides nothing: exactly the base sampler, no extra draws)."""
+        """Whether step ``ctx.index`` is guided (scale 0 guides nothing: exactly the base sampler, no extra draws).
+
+        Step i of S (0-based from noise to data) is guided when (S − 1 − i) % N == 0 — the authors' respaced
+        index t = S − 1 − i counting down with t % inter_rate == 0 (SPEC §3.2), so the last step always is."""
         m = self.m
-        if m.scale == 0 or ctx.index % m.guide_every:
+        if m.scale == 0 or not guided_index(ctx.index, ctx.num_steps, m.guide_every):
             return False
         return not (m.schedule == "switch-off" and ctx.t <= m.switch_off_at * ctx.denoiser.num_train_timesteps)
 
