@@ -219,8 +219,10 @@ class Pipeline:
         hooks = plan.method.hooks(run)
         calls0, evals0 = self.denoiser.calls, self.denoiser.samples_evaluated
         bar = _progress_bar(plan, progress)
-        z0, records = sample(self.denoiser, latents.to(c.device, torch.float32), cond, uncond, plan.pairs,
-                             plan.guidance, gens, solver=plan.solver, hooks=hooks, progress=bar,
+        boost, start = plan.method.start(plan.steps)  # (1, 0) but for Boost-and-Skip: γ z_T from grid index Δt
+        z = latents.to(c.device, torch.float32)
+        z0, records = sample(self.denoiser, z if boost == 1.0 else boost * z, cond, uncond, plan.pairs,
+                             plan.guidance, gens, solver=plan.solver, hooks=hooks, progress=bar, start=start,
                              **self.solver_options())
         if bar is not None:
             bar.close()
