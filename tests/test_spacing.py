@@ -148,3 +148,13 @@ def test_resume_of_a_run_without_spacing(tmp_path):
     check_compatible(old, {**old, "spacing": "scheduler"}, tmp_path)  # an older run used the scheduler grid
     with pytest.raises(MinorityError, match="spacing"):
         check_compatible(old, {**old, "spacing": "adm"}, tmp_path)
+
+
+def test_sgms_on_adm_spacing_guides_the_authors_steps(tmp_path):
+    """guide_every and switch-off on respaced indices t = S − 1 − i: guided when t % N == 0 and t > t_mid · S."""
+    pipe = PixelPipeline.from_pretrained(str(_learned_folder(tmp_path / "m")))
+    kw = dict(num_images=1, num_inference_steps=12, method="sgms", distance="l2", spacing="adm", output_type="latent")
+    assert pipe(guide_every=4, **kw).trajectories[0]["step"] == [3, 7, 11]
+    out = pipe(guide_every=2, schedule="switch-off", switch_off_at=0.5, **kw)
+    assert out.trajectories[0]["step"] == [i for i in range(12) if (11 - i) % 2 == 0 and 11 - i > 6]  # [1, 3]
+    assert out.settings["spacing"] == "adm"

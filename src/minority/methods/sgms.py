@@ -112,7 +112,8 @@ class SGMS(Method):
 
     def hooks(self, run: Any) -> list[Hook]:
         m = self.resolved(run.family)
-        return [SGMSHook(m, get_distance(m.distance, run.latent), perturb_timestep(m.perturb, run))]
+        respaced = getattr(run, "spacing", "scheduler") == "adm"
+        return [SGMSHook(m, get_distance(m.distance, run.latent), perturb_timestep(m.perturb, run), respaced)]
 
 
 def perturb_timestep(perturb: float, run: Any) -> int | None:
@@ -132,8 +133,8 @@ def guided_index(i: int, num_steps: int, guide_every: int) -> bool:
 class SGMSHook(Hook):
     """Per-step SGMS guidance (SGMS Alg. 1; module docstring). ``method`` must be resolved (distance, solver)."""
 
-    def __init__(self, method: SGMS, distance: Distance, p: int | None = None):
-        self.m, self.distance, self.p = method, distance, p
+    def __init__(self, method: SGMS, distance: Distance, p: int | None = None, respaced: bool = False):
+        self.m, self.distance, self.p, self.respaced = method, distance, p, respaced
         self.guided_steps: list[int] = []
         self.backward_passes = 0
         self._pending: torch.Tensor | None = None  # ancestral: the displacement added to the posterior mean
@@ -146,7 +147,11 @@ class SGMSHook(Hook):
         m = self.m
         if m.scale == 0 or not guided_index(ctx.index, ctx.num_steps, m.guide_every):
             return False
-        return not (m.schedule == "switch-off" and ctx.t <= m.switch_off_at * ctx.denoiser.num_train_timesteps)
+        if m.schedule != "switch-off":
+            return True
+        if self.respaced:  # the authors' respaced index S − 1 − i > t_mid · S
+            return ctx.num_steps - 1 - ctx.index > m.switch_off_at * ctx.num_steps
+        return ctx.t > m.switch_off_at * ctx.denoiser.num_train_timesteps
 
     def before_step(self, ctx: StepContext) -> None:
         self._pending = None
