@@ -138,6 +138,7 @@ class PixelPipeline(Pipeline):
         method: str | Method | None = None,
         progress: bool = False,
         low_res: torch.Tensor | None = None,
+        spacing: str = "scheduler",
         **params,
     ) -> MinorityOutput:
         """Sample images.
@@ -150,8 +151,11 @@ class PixelPipeline(Pipeline):
             guidance_scale: CFG over the null class (1 = none; default: the model folder's ``minority_defaults``
                 guidance for class-conditional sampling, else 1).
             generator / seeds: one per image (SPEC §3.4).
-            method: ``ancestral``, ``ddim`` or ``sgms`` (a name with SGMS flags as keyword arguments, or an object).
+            method: ``ancestral``, ``ddim``, ``sgms`` or ``boost-skip`` (a name with its hyperparameters as keyword
+                arguments, or an object).
             low_res: super-resolution models only: the low-resolution images ``(B, 3, s, s)`` in [−1, 1].
+            spacing: ``scheduler`` (the scheduler's ``set_timesteps`` grid) or ``adm`` (guided-diffusion's
+                ``timestep_respacing``: the SGMS / Boost-and-Skip papers' grid).
         """
         if class_labels is None or isinstance(class_labels, int):
             n = len(seeds) if seeds is not None else (low_res.shape[0] if low_res is not None else 1)
@@ -159,7 +163,7 @@ class PixelPipeline(Pipeline):
         else:
             labels = list(class_labels)
         plan = self.plan(labels, method, params, steps=num_inference_steps, guidance=guidance_scale,
-                         output_type=output_type)
+                         output_type=output_type, spacing=spacing)
         return self.run_batch(plan, labels, generator=generator, seeds=seeds, latents=latents, progress=progress,
                               low_res=low_res)
 
