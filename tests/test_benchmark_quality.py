@@ -15,6 +15,7 @@ from PIL import Image
 from minority.benchmark import BenchmarkConfig, benchmark, get_protocol
 from minority.benchmark.tables import metric_columns
 from minority.cli.main import main
+from minority.methods import MinorityPrompt
 from minority.metrics.features import FeatureExtractor, register_extractor
 from minority.runs.io import read_jsonl
 
@@ -111,6 +112,11 @@ def test_mp_table1_quick_on_tiny_sd(tiny_sd_dir, reference_dir, tmp_path, capsys
     assert (out / "distributions.png").is_file()
     md = (out / "results.md").read_text()
     assert "QUICK" in md and "clipscore skipped" in md  # no CLIP weights offline: said, not hidden
+    # the likelihood confound control: detail (PNG bits/pixel) beside bits/dim, one verdict per method
+    assert all(float(r["png-bpp"]) > 0 for r in rows)
+    section = md.split("## Likelihood and image detail")[1].split("\n## ")[0]
+    assert all(f"| {r['arm']} |" in section for r in rows) and section.count("| base |") == 1
+    assert sum(v in section for v in ("explained by detail alone", "no significant gain")) >= 1
     # the recorded per-method evaluate command reproduces the benchmark's numbers
     info = json.loads((out / "benchmark.json").read_text())
     cmd = info["details"]["arms"]["ddim"]["evaluate_commands"]["main"]
@@ -164,8 +170,11 @@ def test_mp_table2_quick_every_ablation_ran(tiny_sd_dir, reference_dir, tmp_path
     _check_outputs(out, "mp-table2", ["alignment", "precision", "density", "likelihood"], items=2, seeds=3)
     cfgs = {a.slug: json.loads((out / "runs" / a.slug / "config.json").read_text())["params"]
             for a in get_protocol("mp-table2").arms}
-    assert cfgs["plus-all-eq-6"] == {"tweedie_cfg": True, "stop_grad_second": True, "cv_in_second": True}
-    assert cfgs["proposed"] == {} and cfgs["plus-cv-in-second"] == {"cv_in_second": True}
+    ablations = ("tweedie_cfg", "stop_grad_second", "cv_in_second")
+    proposed = cfgs["proposed"]  # config.json records every hyperparameter of the method
+    assert proposed == MinorityPrompt().to_dict() and not any(proposed[k] for k in ablations)
+    assert cfgs["plus-all-eq-6"] == {**proposed, **dict.fromkeys(ablations, True)}
+    assert cfgs["plus-cv-in-second"] == {**proposed, "cv_in_second": True}
     # --resume reuses finished generations and evaluations
     files = [out / "runs" / "ddim" / "manifest.jsonl", out / "runs" / "ddim" / "eval-main" / "metrics.json"]
     before = [f.stat().st_mtime_ns for f in files]

@@ -274,3 +274,14 @@ def test_cli_euler_seed_equals_diffusers_generator(folders, tmp_path):
               generator=torch.Generator().manual_seed(6), output_type="np").images[0]
     theirs = (img * 255).round().astype(int)
     assert np.abs(ours - theirs).max() <= 1
+
+
+@pytest.mark.parametrize("fam", ["sd3", "flux-dev"])
+def test_boost_skip_identity_on_flows(pipes, fam):
+    """boost-skip with γ = 1, Δt = 0 is the Euler base sampler; with Δt it starts Δt steps into the flow grid."""
+    kw = dict(num_inference_steps=4, guidance_scale=3.0, height=H, width=W, seeds=[0], output_type="latent")
+    base = pipes[fam]("a dog", method="ddim", **kw)
+    same = pipes[fam]("a dog", method="boost-skip", gamma=1.0, skip=0, **kw)
+    assert torch.equal(base.latents, same.latents)
+    skipped = pipes[fam]("a dog", method="boost-skip", gamma=2.0, skip=1, **kw)
+    assert skipped.settings["unet_calls"] == 3 and torch.isfinite(skipped.latents).all()

@@ -1,7 +1,8 @@
 """Every image stays the same: `minority generate` for every method on fashion-sd, fashion-ddpm, a tiny
 v-prediction SD model and a tiny SDXL model, compared with PNGs recorded before the redesign (issue 14).
 
-Recorded with ``python tests/test_reference_images.py --record`` at one thread; a case passes when every
+Recorded with ``python tests/test_reference_images.py --record`` at one thread (``--record --only sgms``
+re-records only the cases whose name contains ``sgms``); a case passes when every
 pixel is within one 8-bit level of the recording.
 """
 
@@ -102,21 +103,26 @@ def test_images_unchanged(name, tiny_models, reference, tmp_path):
         assert arr.shape == want[k].shape and diff <= 1, f"{k}: differs by {diff} levels"
 
 
-def _record() -> None:
+def _record(only: str | None = None) -> None:
+    """Record every case, or with ``only`` just the cases whose name contains it (the others keep their arrays)."""
     import tempfile
 
     torch.set_num_threads(1)
+    names = [n for n in sorted(CASES) if only is None or only in n]
+    arrays: dict[str, np.ndarray] = {}
+    if only is not None:
+        with np.load(REFERENCE) as data:
+            arrays = {k: data[k] for k in data.files if k.split("/")[0] not in names}
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny(Path(tmp) / "tiny")
-        arrays: dict[str, np.ndarray] = {}
-        for name in sorted(CASES):
+        for name in names:
             arrays.update(render(name, tiny, Path(tmp) / "out"))
             print(name, flush=True)
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(REFERENCE, **arrays)
+    np.savez_compressed(REFERENCE, **dict(sorted(arrays.items())))
     print(f"{len(arrays)} images -> {REFERENCE} ({REFERENCE.stat().st_size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":
-    if "--record" in sys.argv:
-        _record()
+    if "--record" in sys.argv:  # --record [--only SUBSTRING]
+        _record(sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None)

@@ -13,7 +13,15 @@ from minority.core.conditioning import Conditioning
 from minority.core.denoiser import Denoiser
 from minority.core.rng import make_generators, randn_per_sample
 from minority.core.sampling import StepContext
-from minority.methods.sgms import SGMS, SGMSHook, l2_distance, minority_score, normalise, reconstruction_loss
+from minority.methods.sgms import (
+    SGMS,
+    SGMSHook,
+    guided_index,
+    l2_distance,
+    minority_score,
+    normalise,
+    reconstruction_loss,
+)
 
 
 def _pixel_folder(path, learned: bool, classes: int | None = None, null: int | None = None):
@@ -206,10 +214,43 @@ def test_var_and_fixed_schedules_hand_checked():
         assert torch.allclose(ctx.z - z, expected.float(), atol=1e-6)
 
 
+def _authors_guided(S: int, N: int) -> list[int]:
+    """The authors' rule written out: respaced index t runs S−1, …, 0 over the loop; guide when t % N == 0."""
+    out = []
+    for loop_index, t in enumerate(range(S - 1, -1, -1)):
+        if t % N == 0:
+            out.append(loop_index)
+    return out
+
+
+def test_authors_rule_examples():
+    assert _authors_guided(50, 5) == list(range(4, 50, 5))  # 4, 9, …, 49
+    assert _authors_guided(250, 2) == list(range(1, 250, 2))
+    assert _authors_guided(7, 3) == [0, 3, 6]
+
+
+@pytest.mark.parametrize("S,N", [(50, 5), (10, 3), (12, 5), (7, 1), (9, 4), (250, 2), (6, 10)])
+def test_guided_indices_follow_the_authors_rule(S, N):
+    assert [i for i in range(S) if guided_index(i, S, N)] == _authors_guided(S, N)
+
+
+@pytest.mark.parametrize("solver,steps,N", [("ancestral", 10, 3), ("ddim", 10, 4), ("ancestral", 7, 2)])
+def test_guided_steps_of_a_run(fixed_dir, solver, steps, N):
+    pipe = PixelPipeline.from_pretrained(str(fixed_dir))
+    out = pipe(num_images=1, num_inference_steps=steps, method="sgms", guide_every=N, distance="l2", solver=solver,
+               output_type="latent")
+    assert out.trajectories[0]["step"] == _authors_guided(steps, N)
+    assert out.trajectories[0]["step"][-1] == steps - 1  # the last step is always guided
+
+
+def test_guided_steps_latent(tiny_sd):
+    out = tiny_sd(["a bag"], method="sgms", num_inference_steps=7, guidance_scale=3.0, seeds=[0], guide_every=3,
+                  output_type="latent")
+    assert out.trajectories[0]["step"] == _authors_guided(7, 3)
+
+
 def test_guide_every_and_switch_off_steps(fixed_dir):
     pipe = PixelPipeline.from_pretrained(str(fixed_dir))
-    out = pipe(num_images=1, num_inference_steps=10, method="sgms", guide_every=3, distance="l2", output_type="latent")
-    assert out.trajectories[0]["step"] == [0, 3, 6, 9]
     out = pipe(num_images=1, num_inference_steps=10, method="sgms", guide_every=1, distance="l2", schedule="switch-off",
                switch_off_at=0.5, output_type="latent")
     # grid 900, 800, ..., 0: guided while t > 500
@@ -288,7 +329,7 @@ def test_latent_sgms_on_text_to_image(tiny_sd):
     out = tiny_sd(["a bag", "a coat"], method="sgms", num_inference_steps=10, guidance_scale=3.0, seeds=[0, 1],
                   output_type="latent", scale=2.0)
     assert out.settings["params"]["distance"] == "l2" and out.settings["params"]["solver"] == "ddim"
-    # 10 sampling steps; guided steps 0 and 5: the conditional forward with gradient is reused, the
+    # 10 sampling steps; guided steps 4 and 9: the conditional forward with gradient is reused, the
     # unconditional branch and the re-noised reconstruction are one call each
     assert out.settings["unet_calls"] == 8 + 2 * 3
     base = tiny_sd(["a bag", "a coat"], method="ddim", num_inference_steps=10, guidance_scale=3.0, seeds=[0, 1],

@@ -43,6 +43,7 @@ MOVED = {
     "minority.report": "minority.benchmark.report",
     "minority.training.registry": "minority.embedded",
     "minority.training.classifier": "minority.nets.fashion_classifier",
+    "minority.metrics.cli": "minority.cli.evaluate",
 }
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from minority.cli.evaluate import add_evaluate_arguments, main
 from minority.errors import MinorityError
 from minority.metrics import evaluate, extract_features, lof, manifold_scores, open_image_folder
-from minority.metrics.cli import add_evaluate_arguments, main
+from minority.runs.model_scores import evaluate as evaluate_with_models
 
 FEATURE_METRICS = "precision,recall,density,coverage,fd,sfid,kid,avgknn,lof,rarity"
 
@@ -158,7 +159,9 @@ def test_likelihood_of_a_tiny_latent_model_from_the_manifest(tmp_path, imgs):
     gen = imgs.generation(tmp_path / "gen", ["a sneaker"], 2)
     rows = [json.loads(line) for line in (gen / "manifest.jsonl").read_text().splitlines()]
     (gen / "manifest.jsonl").write_text("".join(json.dumps({**r, "model": str(sd)}) + "\n" for r in rows))
-    res = evaluate(gen, metrics="likelihood", likelihood_rtol=1e-3, likelihood_atol=1e-3, progress=False)
+    with pytest.raises(MinorityError, match="needs a model loader"):  # the metrics layer loads no model
+        evaluate(gen, metrics="likelihood", progress=False)
+    res = evaluate_with_models(gen, metrics="likelihood", likelihood_rtol=1e-3, likelihood_atol=1e-3, progress=False)
     lik = res["metrics"]["likelihood"]
     assert lik["space"] == "latent" and lik["bins"] is None and lik["n"] == 2 and np.isfinite(lik["value"])
 
@@ -168,13 +171,12 @@ def test_minority_score_metric_matches_the_score_function(tiny_sd_dir, tmp_path)
     import torch
 
     from minority.methods.sgms import l2_distance, minority_score
-    from minority.metrics import evaluate
     from minority.pipelines.pixel import load_pipeline
     from minority.runs.generate import GenerateConfig, run_generate
 
     out = run_generate(GenerateConfig(prompts=("a bag",), model=str(tiny_sd_dir), seeds=(0, 1), steps=2,
                                       out=str(tmp_path / "g")), progress=False)
-    evaluate(out, metrics=["minority-score"], out=tmp_path / "metrics.json", minority_score_mc=2)
+    evaluate_with_models(out, metrics=["minority-score"], out=tmp_path / "metrics.json", minority_score_mc=2)
     import json
 
     entry = json.loads((tmp_path / "metrics.json").read_text())
@@ -209,21 +211,21 @@ def test_likelihood_is_cached_by_weights_settings_and_images(tmp_path, imgs, mon
     (gen / "manifest.jsonl").write_text("".join(json.dumps({**r, "model": str(sd)}) + "\n" for r in rows))
     cache = tmp_path / "cache"
     kw = dict(metrics="likelihood", likelihood_rtol=1e-3, likelihood_atol=1e-3, progress=False, cache_dir=str(cache))
-    first = evaluate(gen, **kw)
+    first = evaluate_with_models(gen, **kw)
     calls = []
     real = lik_mod.likelihood_for_pipeline
     monkeypatch.setattr(lik_mod, "likelihood_for_pipeline", lambda *a, **k: calls.append(1) or real(*a, **k))
-    second = evaluate(gen, **kw)
+    second = evaluate_with_models(gen, **kw)
     assert calls == [] and second["metrics"]["likelihood"].get("cached") is True
     assert [r["likelihood_bpd"] for r in second["per_image"]] == [r["likelihood_bpd"] for r in first["per_image"]]
-    evaluate(gen, **{**kw, "likelihood_rtol": 1e-2})  # other solver settings: integrates again
+    evaluate_with_models(gen, **{**kw, "likelihood_rtol": 1e-2})  # other solver settings: integrates again
     assert len(calls) == 1
     (gen / "manifest.jsonl").write_text("".join(json.dumps({**r, "model": str(sd), "seed": r["seed"] + 100}) + "\n"
                                                 for r in rows))
-    evaluate(gen, **kw)  # other seeds (other probe draws): integrates again
+    evaluate_with_models(gen, **kw)  # other seeds (other probe draws): integrates again
     assert len(calls) == 2
     other = tiny.build_tiny_sd(tmp_path / "sd2", family="sd", seed=11)
-    evaluate(gen, **{**kw, "likelihood_model": str(other)})  # other weights: integrates again
+    evaluate_with_models(gen, **{**kw, "likelihood_model": str(other)})  # other weights: integrates again
     assert len(calls) == 3
-    uncached = evaluate(gen, **{**kw, "cache": False})
+    uncached = evaluate_with_models(gen, **{**kw, "cache": False})
     assert len(calls) == 4 and "cached" not in uncached["metrics"]["likelihood"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minority.errors import MinorityError
-from minority.training.common import EMA, Run, batch_indices, config_from_dict, warmup_cosine
+from minority.training.checkpoint import Run
+from minority.training.common import EMA, batch_indices, config_from_dict, warmup_cosine
 
 
 def test_batch_indices_cover_each_epoch_once():

@@ -77,11 +77,11 @@ def test_ddpm_folder_loads(trained):
     x = torch.randn(2, 1, 32, 32)
     y = unet(x, torch.tensor([5, 900]), class_labels=torch.tensor([3, 10])).sample
     assert y.shape == (2, 2, 32, 32)
-    from minority.training.train_ddpm import sample_ddpm
+    from minority.pipelines.pixel import PixelPipeline  # what the training's quality check samples with
 
-    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
-    a = sample_ddpm(unet, sched, torch.tensor([3, 10]), 3, gens, guidance=2.0)
-    b = sample_ddpm(unet, sched, torch.tensor([3]), 3, [torch.Generator().manual_seed(0)], guidance=2.0)
+    pipe = PixelPipeline.from_pretrained(str(folder))
+    a = pipe(class_labels=[3, None], num_inference_steps=3, guidance_scale=2.0, seeds=[0, 1], output_type="pt").images
+    b = pipe(class_labels=[3], num_inference_steps=3, guidance_scale=2.0, seeds=[0], output_type="pt").images
     assert a.shape == (2, 1, 32, 32)
     torch.testing.assert_close(a[:1], b, rtol=1e-4, atol=1e-4)
 

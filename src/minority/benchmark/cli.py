@@ -10,12 +10,14 @@ import argparse
 
 from minority.benchmark.config import BenchmarkConfig
 from minority.benchmark.protocols import PROTOCOLS
+from minority.benchmark.runner import benchmark
 from minority.errors import MinorityError
-from minority.metrics.cli import key_value as _key_value  # noqa: E402  (one KEY=VALUE parser for every command)
+from minority.metrics.catalog import key_value as _key_value  # one KEY=VALUE parser for every command
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``minority benchmark`` arguments to ``parser``."""
+    # long: one add_argument per flag, in --help order
     lines = [f"  {p.name:12s} {p.title} [{', '.join(a.name for a in p.arms)}]" for p in PROTOCOLS.values()]
     parser.description = ("Re-run a paper table or the performance comparison: every method with identical prompts "
                           "and seeds, evaluated with the evaluation suite; writes results.csv, results.md (mean ± 95% "
@@ -101,7 +103,6 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
 
 def run_benchmark(args: argparse.Namespace) -> int:
     """Run ``minority benchmark`` from parsed arguments; prints where the results are; returns 0."""
-    from minority.benchmark.runner import benchmark
 
     cfg = config_from_args(args)
     if "likelihood_fn" in cfg.settings:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minority.benchmark.protocols import Arm, Protocol, get_protocol, reference_spec
+from minority.benchmark.protocols import PIXEL_PERF_ARMS, Arm, Protocol, get_protocol, reference_spec
 from minority.errors import MinorityError
+from minority.methods import get_method
+from minority.pipelines.loading import default_model
 from minority.runs.seeds import parse_seeds
 
 
@@ -87,7 +89,6 @@ class Plan:
 
 def method_params(method: str) -> set[str]:
     """Hyperparameter names of ``method``."""
-    from minority.methods import get_method
 
     return {f.name for f in get_method(method).hyperparameters()}
 
@@ -107,7 +108,6 @@ def parse_seed_option(text: str | None, default: int) -> list[int]:
 
 def resolve(cfg: BenchmarkConfig) -> Plan:
     """Fill the protocol's defaults into ``cfg`` (quick or full size)."""
-    from minority.pipelines.loading import default_model
 
     cfg.validate()
     p = get_protocol(cfg.protocol)
@@ -137,6 +137,4 @@ def resolve(cfg: BenchmarkConfig) -> Plan:
 
 
 def _pixel_arms(p: Protocol) -> tuple[Arm, ...]:
-    from minority.benchmark.protocols import PIXEL_PERF_ARMS
-
     return PIXEL_PERF_ARMS if p.kind == "perf" else ()

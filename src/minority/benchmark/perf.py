@@ -26,7 +26,9 @@ import torch
 from minority.benchmark.config import Plan
 from minority.benchmark.protocols import PIXEL_PERF_ARMS, Arm, class_prompts
 from minority.errors import MinorityError
+from minority.methods import get_method
 from minority.metrics.stats import summarize
+from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.runs.generate import image_name, resolve_device
 from minority.runs.io import append_jsonl, save_image_atomic
 
@@ -118,8 +120,6 @@ class PeakMemory:
 
 
 def _call(pipe, items: list, seeds: list[int], arm: Arm, params: dict, steps, guidance):
-    from minority.pipelines.pixel import PixelPipeline
-
     kw = dict(method=arm.method, num_inference_steps=steps, guidance_scale=guidance, seeds=seeds, **params)
     if isinstance(pipe, PixelPipeline):
         return pipe(class_labels=items, **kw)
@@ -166,8 +166,6 @@ def slug(text: str) -> str:
 
 def run_perf(plan: Plan) -> tuple[list[dict], dict]:
     """Run the perf protocol on every backbone of ``plan``; returns (rows, details for ``benchmark.json``)."""
-    from minority.methods import get_method
-    from minority.pipelines.pixel import PixelPipeline, load_pipeline
 
     cfg = plan.config
     device = resolve_device(cfg.device)

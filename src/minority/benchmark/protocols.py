@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from minority.data.captions import class_prompts as caption_prompts
 from minority.errors import MinorityError
 
 FASHION_CLASS_NAMES: tuple[str, ...] = (
@@ -110,7 +111,8 @@ _QUICK_TEXT = Size(prompts=2, seeds=4, steps=10, reference_limit=500,
                    settings=(("likelihood_rtol", 1e-3), ("likelihood_atol", 1e-3)))
 _LIKELIHOOD_NOTE = ("likelihood is the PF-ODE negative log-likelihood in bits/dim of the model's (latent) space: "
                     "higher = less likely = more minority. MP's 'Likelihood ↓' column is the same quantity read "
-                    "the other way (lower log-likelihood).")
+                    "the other way (lower log-likelihood). png-bpp is the PNG-compressed size in bits per pixel: "
+                    "image detail, which likelihood also tracks (see 'Likelihood and image detail').")
 _SET_NOTE = ("recall, coverage, fd and sfid are set-level metrics: they have no per-image 95% CI (shown as the "
              "value alone); rerun with more seeds to see their variability.")
 _TINY_NOTE = "Random tiny models (tiny-random-*) draw noise: their numbers only show that the protocol runs."
@@ -128,7 +130,7 @@ _register(Protocol(
     source="Um & Ye, MinorityPrompt (CVPR 2025), Table 1", kind="text",
     arms=(Arm("ddim", "ddim"), Arm("null-prompt", "null-prompt"), Arm("cads", "cads"), Arm("sgms", "sgms"),
           Arm("minority-prompt", "minority-prompt")),
-    groups=(EvalGroup("main", ("alignment", *MP_QUALITY, "likelihood", *LOW_DENSITY), "fashion-mnist:test"),),
+    groups=(EvalGroup("main", ("alignment", *MP_QUALITY, "likelihood", "png-bpp", *LOW_DENSITY), "fashion-mnist:test"),),
     full=_FULL_TEXT, quick=_QUICK_TEXT, optional_metrics=("clipscore",),
     notes=(_LIKELIHOOD_NOTE, _SET_NOTE, _TINY_NOTE),
 ))
@@ -142,7 +144,7 @@ _register(Protocol(
           Arm("+stop_grad_second", "minority-prompt", {"stop_grad_second": True}),
           Arm("+cv_in_second", "minority-prompt", {"cv_in_second": True}),
           Arm("+all (Eq. 6)", "minority-prompt", {"tweedie_cfg": True, "stop_grad_second": True, "cv_in_second": True})),
-    groups=(EvalGroup("main", ("alignment", *MP_QUALITY, "likelihood"), "fashion-mnist:test"),),
+    groups=(EvalGroup("main", ("alignment", *MP_QUALITY, "likelihood", "png-bpp"), "fashion-mnist:test"),),
     full=_FULL_TEXT, quick=_QUICK_TEXT, optional_metrics=("clipscore",),
     notes=(_LIKELIHOOD_NOTE, _SET_NOTE, _TINY_NOTE),
 ))
@@ -200,12 +202,7 @@ def get_protocol(name: str) -> Protocol:
 
 def class_prompts(n: int) -> list[str]:
     """The first ``n`` Fashion-MNIST class prompts ("a photo of a t-shirt", ...)."""
-    try:
-        from minority.data.captions import class_prompts as _captions
-
-        prompts = _captions("a photo of {a}")
-    except ImportError:
-        prompts = [f"a photo of a {c}" for c in FASHION_CLASS_NAMES]
+    prompts = caption_prompts("a photo of {a}")
     if not 1 <= n <= len(prompts):
         raise MinorityError(f"--prompts must be in 1..{len(prompts)} (one per Fashion-MNIST class), got {n}.")
     return prompts[:n]

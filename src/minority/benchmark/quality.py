@@ -16,10 +16,13 @@ from pathlib import Path
 from minority.benchmark.config import Plan
 from minority.benchmark.protocols import Arm, class_prompts
 from minority.benchmark.provenance import evaluate_command, generate_command
-from minority.benchmark.tables import metric_cells
+from minority.benchmark.tables import metric_cells, read_csv
 from minority.errors import MinorityError
+from minority.metrics import DEFAULT_SETTINGS
+from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.runs.generate import GenerateConfig, resolve_device, run_generate
 from minority.runs.io import read_jsonl
+from minority.runs.model_scores import evaluate
 
 log = logging.getLogger("minority")
 
@@ -46,7 +49,6 @@ def clip_available(clip_weights: str | None) -> tuple[bool, str]:
 
 def _items(pipe, plan: Plan) -> tuple[list[str], list[int]]:
     """Prompts (text models) or class labels (pixel models) of the protocol."""
-    from minority.pipelines.pixel import PixelPipeline
 
     pixel = isinstance(pipe, PixelPipeline)
     if plan.protocol.kind == "text" and pixel:
@@ -68,7 +70,6 @@ def _items(pipe, plan: Plan) -> tuple[list[str], list[int]]:
 
 def check_sample_size(images: int, metrics_by_group: dict[str, list[str]], settings: dict) -> None:
     """Fail before generating when the k-NN metrics cannot run on ``images`` generated images per method."""
-    from minority.metrics import DEFAULT_SETTINGS
 
     metrics = {m for ms in metrics_by_group.values() for m in ms}
     need = {"precision": "pr_k", "recall": "pr_k", "density": "dc_k", "coverage": "dc_k"}
@@ -86,7 +87,8 @@ def _same_generation(run_dir: Path, gcfg: GenerateConfig, expected: int) -> bool
     except (OSError, json.JSONDecodeError):
         return False
     keys = ("prompts", "method", "seeds", "steps", "guidance", "params", "class_labels", "model")
-    new = json.loads(json.dumps({k: getattr(gcfg, k) for k in keys}))
+    settings = gcfg.to_json()
+    new = json.loads(json.dumps({k: settings[k] for k in keys}))
     same = all(old.get(k) == new[k] for k in keys)
     return same and len(read_jsonl(run_dir / "manifest.jsonl")) == expected
 
@@ -95,7 +97,6 @@ def _evaluate_arm(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[st
                   clip_weights: str | None, reuse: bool) -> tuple[dict, dict]:
     """Evaluate one generation for every group (``reuse``: keep matching earlier evaluations); returns (metric
     entries by name, commands by group)."""
-    from minority.metrics import evaluate
 
     cfg = plan.config
     entries, commands = {}, {}
@@ -128,7 +129,6 @@ def _evaluate_arm(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[st
 def _model_metrics(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[str]], device: str, model: str) -> None:
     """``--generate-only``: compute the metrics that need the diffusion model but no reference (likelihood), so
     that their cache entries are ready for the evaluation (``--resume``) wherever it runs."""
-    from minority.metrics import evaluate
 
     if not any("likelihood" in ms for ms in metrics_by_group.values()):
         return
@@ -141,7 +141,6 @@ def _model_metrics(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[s
 
 def run_quality(plan: Plan) -> tuple[list[dict], dict]:
     """Run a quality protocol; returns (one result row per arm, details for ``benchmark.json``)."""
-    from minority.pipelines.pixel import load_pipeline
 
     cfg = plan.config
     model = plan.models[0]
@@ -224,7 +223,6 @@ def _generated_on(run_dir: Path) -> str | None:
 
 def per_image_values(run_dir: Path, groups: list[str]) -> dict[str, list[float]]:
     """Per-image metric columns of an arm's ``per_image.csv`` files (numbers only)."""
-    from minority.benchmark.tables import read_csv
 
     skip = {"file", "prompt", "prompt_index", "seed", "predicted_class", "prompt_class", "rarity_outside"}
     values: dict[str, list[float]] = {}

@@ -18,14 +18,18 @@ import torch
 
 from minority.benchmark import plots
 from minority.benchmark.config import BenchmarkConfig, Plan, resolve
+from minority.benchmark.confound import detail_control, detail_markdown
 from minority.benchmark.grids import comparison_grid
-from minority.benchmark.provenance import invoked_command, versions
+from minority.benchmark.perf import run_perf, slug
+from minority.benchmark.provenance import invoked_command, setting_word, shell_join, versions
+from minority.benchmark.quality import per_image_values, run_quality
 from minority.benchmark.tables import (
     HEADERS,
     format_value,
     markdown_table,
     metric_columns,
     metrics_markdown,
+    read_csv,
     write_csv,
 )
 from minority.errors import MinorityError
@@ -33,7 +37,7 @@ from minority.runs.io import atomic_write_bytes, atomic_write_json, ensure_writa
 
 log = logging.getLogger("minority")
 
-DISTRIBUTION_COLUMNS = ("likelihood_bpd", "avgknn", "lof", "rarity", "density", "clipscore")
+DISTRIBUTION_COLUMNS = ("likelihood_bpd", "png_bpp", "avgknn", "lof", "rarity", "density", "clipscore")
 PERF_COLUMNS = ("backbone", "family", "arm", "method", "device", "batch", "images", "steps", "guidance",
                 "seconds_per_image", "seconds_per_image_ci_low", "seconds_per_image_ci_high", "timed_batches",
                 "ratio_to_ddim", "peak_memory_mb", "memory_kind", "unet_forward_per_batch", "unet_backward_per_batch",
@@ -67,12 +71,8 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
     t0 = time.perf_counter()
     try:
         if plan.protocol.kind == "perf":
-            from minority.benchmark.perf import run_perf
-
             rows, details = run_perf(plan)
         else:
-            from minority.benchmark.quality import run_quality
-
             rows, details = run_quality(plan)
             if cfg.generate_only:
                 log.info("[%s] generated in %.0f s (--generate-only: no evaluation against the reference)",
@@ -98,7 +98,6 @@ def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
 
 def canonical_command(cfg: BenchmarkConfig, plan: Plan) -> str:
     """A ``minority benchmark`` command with every resolved value explicit (reproduces the run)."""
-    from minority.benchmark.provenance import setting_word, shell_join
 
     words = ["minority", "benchmark", cfg.protocol, "--out", plan.out, "--model", ",".join(plan.models),
              "--prompts", str(plan.prompts), "--seeds", ",".join(map(str, plan.seeds))]
@@ -182,7 +181,6 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     images = []
     plots.metric_bars(rows, metrics, out / "metrics.png", title)
     images.append(("Metrics with 95% CIs", "metrics.png"))
-    from minority.benchmark.quality import per_image_values
 
     groups = [g.name for g in p.groups]
     per_arm = {a.name: per_image_values(Path(details["arms"][a.name]["folder"]), groups) for a in plan.arms}
@@ -204,6 +202,9 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
                      f"`{plan.references[g.name]}`")
     lines += ["", "## Results", "", "Mean ± 95% CI half-width (asymmetric Wilson intervals of 0/1 per-image "
               "indicators as [low, high]); `–` = not computed.", "", metrics_markdown(rows, metrics), ""]
+    if {"likelihood", "png-bpp"} <= set(metrics) and plan.arms:
+        base = plan.arms[0].name
+        lines += detail_markdown(detail_control(_nll_and_detail(plan, details), base), base)
     notes = list(p.notes) + [f"{m} skipped: {why}" for m, why in details["skipped_metrics"].items()]
     places = {(d.get("generated_on"), d.get("evaluated_on")) for d in details["arms"].values()}
     if any(g and e and g != e for g, e in places):
@@ -220,6 +221,19 @@ def _write_quality(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
     lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     lines += _footer(plan, info, images)
     atomic_write_bytes(out / "results.md", "\n".join(lines).encode("utf-8"))
+
+
+def _nll_and_detail(plan: Plan, details: dict) -> dict[str, tuple[list[float], list[float]]]:
+    """Per arm, the per-image (NLL bits/dim, PNG bits/pixel) of the evaluation that computed both."""
+    out = {}
+    for a in plan.arms:
+        for g in plan.protocol.groups:
+            path = Path(details["arms"][a.name]["folder"]) / f"eval-{g.name}" / "per_image.csv"
+            rows = read_csv(path) if path.is_file() else []
+            if rows and "likelihood_bpd" in rows[0] and "png_bpp" in rows[0]:
+                pairs = [(float(r["likelihood_bpd"] or "nan"), float(r["png_bpp"] or "nan")) for r in rows]
+                out[a.name] = ([x for x, _ in pairs], [y for _, y in pairs])
+    return out
 
 
 def _cell(labels: list[str]) -> int:
@@ -272,8 +286,6 @@ def _write_perf(plan: Plan, rows: list[dict], info: dict, out: Path) -> None:
 
 
 def _slug(text: str) -> str:
-    from minority.benchmark.perf import slug
-
     return slug(text)
 
 

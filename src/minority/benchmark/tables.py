@@ -19,7 +19,7 @@ from minority.runs.io import atomic_write_bytes
 HEADERS = {
     "alignment": "Alignment ↑", "clipscore": "CLIPScore ↑", "pickscore": "PickScore ↑", "imagereward": "ImageReward ↑",
     "precision": "Precision ↑", "recall": "Recall ↑", "density": "Density ↑", "coverage": "Coverage ↑",
-    "fd": "FD ↓", "sfid": "sFID ↓", "kid": "KID ↓", "likelihood": "NLL bits/dim (↑ rarer)",
+    "fd": "FD ↓", "sfid": "sFID ↓", "kid": "KID ↓", "likelihood": "NLL bits/dim (↑ rarer)", "png-bpp": "PNG bits/pixel",
     "avgknn": "AvgkNN (↑ rarer)", "lof": "LOF (↑ rarer)", "rarity": "Rarity (↑ rarer)", "ibs": "IBS ↓",
 }
 

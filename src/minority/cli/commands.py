@@ -1,5 +1,5 @@
 """The small commands: ``models`` (what ships), ``demo`` (the main job of ``make run``), ``score`` (rank real
-images by minority score)."""
+images by minority score), ``upsample`` (a super-resolution model over a folder of low-resolution images)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from minority.pipelines.families import FAMILY_DEFAULTS
 from minority.runs.demo import run_demo as demo
 from minority.runs.score import score_images
 from minority.runs.seeds import parse_seeds
+from minority.runs.upsample import UpsampleConfig, upsample_folder
 
 
 def add_models_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,4 +72,28 @@ def run_score(args) -> int:
                        class_label=args.class_label, prompt=args.prompt, device=args.device,
                        skip_bad=args.skip_bad)
     print(f"Wrote {out}")
+    return 0
+
+
+def add_upsample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True,
+                   help="low-resolution images: a `minority generate` run folder (class labels and seeds from its "
+                        "manifest.jsonl) or a folder of images")
+    p.add_argument("--model", required=True, help="super-resolution model folder (minority convert adm ... "
+                                                  "--preset imagenet64-256-upsampler)")
+    p.add_argument("--out", default="outputs/upsample", help="output folder")
+    p.add_argument("--steps", type=int, default=None, help="ancestral sampling steps (default: the model's, 250)")
+    p.add_argument("--seed", type=int, default=None, help="image k uses seed SEED+k (default: its manifest seed)")
+    p.add_argument("--class-label", type=int, default=None, help="class of every image (default: from the manifest)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    p.set_defaults(func=run_upsample)
+
+
+def run_upsample(args) -> int:
+    cfg = UpsampleConfig(images=args.images, model=args.model, out=args.out, steps=args.steps, seed=args.seed,
+                         class_label=args.class_label, batch_size=args.batch_size, device=args.device,
+                         overwrite=args.overwrite)
+    print(f"Wrote {upsample_folder(cfg)}")
     return 0

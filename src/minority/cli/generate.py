@@ -46,6 +46,10 @@ def add_generate_arguments(p: argparse.ArgumentParser, method: str) -> None:
     p.add_argument("--images-per-prompt", type=int, default=1, help="images per prompt N")
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps T (default: the model's: "
                    f"{defaults_summary('steps')})")
+    p.add_argument("--spacing", choices=("scheduler", "adm"), default="scheduler",
+                   help="timestep grid: scheduler (its own set_timesteps spacing) or adm (guided-diffusion's "
+                   "timestep_respacing, e.g. 250 of 1000: the SGMS / Boost-and-Skip papers' grid; pixel models) "
+                   "(default: scheduler)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale w; 1 = no CFG (default: the model's: "
                    f"{defaults_summary('guidance')}; cfgpp λ 0.6)")
     p.add_argument("--negative-prompt", default=None,
@@ -99,7 +103,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         source = {"file": str(args.prompts_file), "format": args.prompts_format, "sample": args.sample,
                   "sample_seed": args.sample_seed, "offset": args.offset, "limit": args.limit, "count": len(records)}
     return GenerateConfig(
-        model=args.model, method=method, seeds=tuple(seeds), steps=args.steps,
+        model=args.model, method=method, seeds=tuple(seeds), steps=args.steps, spacing=args.spacing,
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
         lightning_unet=args.lightning_unet, overwrite=args.overwrite, resume=args.resume, prompts_source=source, deterministic=args.deterministic,

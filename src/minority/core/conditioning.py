@@ -1,4 +1,5 @@
-"""The conditioning passed to a denoiser: text embeddings (SD/SDXL/SD3/FLUX) or class labels (pixel models)."""
+"""The conditioning passed to a denoiser: text embeddings (SD/SDXL/SD3/FLUX), class labels (pixel models) and
+channels concatenated to the sample (super-resolution models' upsampled low-resolution image)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class Conditioning:
         pooled: SDXL pooled text embedding of encoder 2, ``(B, D2)``; ``None`` otherwise.
         time_ids: SDXL micro-conditioning ``(B, 6)`` (original size, crop, target size).
         class_labels: pixel-model class labels ``(B,)`` (long); ``None`` if unconditional.
+        concat: channels concatenated to z_t along dim 1 before every network call, ``(B, c, H, W)`` (the
+            64→256 upsampler: the low-resolution image bilinearly upsampled to H×W); ``None`` otherwise.
         guidance: FLUX-dev's embedded guidance scale per sample ``(B,)``; ``None`` otherwise.
     SD3: ``embeds`` = CLIP-L ‖ CLIP-G penultimate states (zero-padded to T5's width) then T5's, along L;
     ``pooled`` = both CLIP pooled outputs. FLUX: ``embeds`` = T5, ``pooled`` = CLIP-L's pooled output.
@@ -26,11 +29,12 @@ class Conditioning:
     pooled: torch.Tensor | None = None
     time_ids: torch.Tensor | None = None
     class_labels: torch.Tensor | None = None
+    concat: torch.Tensor | None = None
     guidance: torch.Tensor | None = None
 
     def _fields(self) -> dict[str, torch.Tensor | None]:
-        return {"embeds": self.embeds, "pooled": self.pooled, "time_ids": self.time_ids, "class_labels": self.class_labels,
-                "guidance": self.guidance}
+        return {"embeds": self.embeds, "pooled": self.pooled, "time_ids": self.time_ids,
+                "class_labels": self.class_labels, "concat": self.concat, "guidance": self.guidance}
 
     def map(self, fn) -> Conditioning:
         """Apply ``fn`` to every tensor field."""

@@ -23,6 +23,7 @@ class RunContext:
         group_ids: per-sample prompt index (samples with equal id share a prompt).
         steps, guidance: sampling steps T and guidance w (λ for CFG++).
         pairs: the (t, t_next) grid.
+        spacing: how the grid was built (``scheduler`` or ``adm``: guided-diffusion's respacing).
         prompt_encoder: text encoders (None for pixel models).
         unet: the denoising network (frozen).
         scheduler: the model's scheduler (its ᾱ table and spacing).
@@ -44,3 +45,4 @@ class RunContext:
     cond: Conditioning | None = None
     uncond: Conditioning | None = None
     generators: list[torch.Generator] = field(default_factory=list)
+    spacing: str = "scheduler"

@@ -98,10 +98,12 @@ class Denoiser:
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
         final_alpha_cumprod: ᾱ used for the step after the last timestep (t_next = -1).
         vae: ``AutoencoderKL`` of latent models (:meth:`encode` / :meth:`decode`), None for pixel models.
+        concat_channels: input channels the network takes beyond the sample's (``Conditioning.concat``, e.g. 3
+            for the 64→256 upsampler, whose ``in_channels`` is 6 for a 3-channel sample).
     """
 
     def __init__(self, unet, alphas_cumprod: torch.Tensor, prediction_type: str, final_alpha_cumprod: float = 1.0,
-                 vae=None):
+                 vae=None, concat_channels: int = 0):
         self.unet = unet
         self.vae = vae
         self.alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float64)
@@ -111,7 +113,8 @@ class Denoiser:
         self.calls = 0  # number of UNet forward calls (batched CFG counts once)
         self.samples_evaluated = 0  # number of per-sample evaluations (CFG counts 2 per image)
         cfg = getattr(unet, "config", None)
-        self.in_channels = int(getattr(cfg, "in_channels", 4))
+        self.concat_channels = int(concat_channels)
+        self.in_channels = int(getattr(cfg, "in_channels", 4)) - self.concat_channels  # the sample's channels
         self.learned_variance = int(getattr(cfg, "out_channels", None) or self.in_channels) == 2 * self.in_channels
         self.is_text = hasattr(cfg, "cross_attention_dim") and cfg.cross_attention_dim is not None
 
@@ -133,6 +136,11 @@ class Denoiser:
         self.samples_evaluated += z.shape[0]
         tt = t if isinstance(t, torch.Tensor) else torch.tensor(int(t), device=z.device)
         z = z.to(self.dtype)
+        if self.concat_channels:
+            if cond.concat is None or cond.concat.shape[1] != self.concat_channels:
+                raise MinorityError(f"This model takes {self.concat_channels} conditioning channels beside the sample "
+                                    "(a super-resolution model: give the low-resolution images, `minority upsample`).")
+            z = torch.cat([z, cond.concat.to(device=z.device, dtype=z.dtype)], dim=1)
         if self.is_text:
             added = None
             if cond.pooled is not None:

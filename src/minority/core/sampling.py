@@ -21,6 +21,7 @@ import torch
 from minority.core.conditioning import Conditioning
 from minority.core.denoiser import Denoiser, Prediction
 from minority.core.rng import randn_per_sample
+from minority.errors import MinorityError
 
 
 @dataclass
@@ -183,8 +184,9 @@ def sample(
     progress: Callable[[int], None] | None = None,
     clip_sample: float | None = None,
     variance_type: str = "fixed_small",
+    start: int = 0,
 ) -> tuple[torch.Tensor, list[dict]]:
-    """Run the sampler from z_T to z_0.
+    """Run the sampler from z_T to z_0 (or from grid index ``start``: z is then the sample at t_start).
 
     Args:
         denoiser: model adapter.
@@ -198,14 +200,19 @@ def sample(
         progress: called with the step index after each step.
         clip_sample: clamp ẑ0 to [−c, c] in the update (pixel DDPM/DDIM schedulers); None = no clipping.
         variance_type: DDPM posterior variance for the ancestral solver (scheduler ``variance_type``).
+        start: first grid index to run (Boost-and-Skip's Δt): steps 0 … start−1 are skipped, ``z`` is taken as
+            the sample at ``pairs[start][0]``; step indices (``ctx.index``) stay those of the full grid.
     Returns:
-        ``(z_0 (B, C, h, w), records)`` where ``records[i]`` holds what hooks reported at step i.
+        ``(z_0 (B, C, h, w), records)`` where ``records[i]`` holds what hooks reported at step i (empty for
+        skipped steps).
     """
     step_fn = SOLVERS[solver] if isinstance(solver, str) else solver
     solver_name = solver if isinstance(solver, str) else getattr(solver, "name", "ddim")
-    records: list[dict] = []
+    if not 0 <= int(start) < len(pairs):
+        raise MinorityError(f"start={start} must be a grid index in 0..{len(pairs) - 1}: skip fewer steps.")
+    records: list[dict] = [{} for _ in range(int(start))]
     z = z.detach()
-    for i, (t, t_next) in enumerate(pairs):
+    for i, (t, t_next) in enumerate(pairs[int(start):], start=int(start)):
         ctx = StepContext(
             index=i, num_steps=len(pairs), t=t, t_next=t_next, alpha=denoiser.alpha(t),
             alpha_next=denoiser.alpha(t_next), z=z, cond=cond, uncond=uncond, guidance=float(guidance),

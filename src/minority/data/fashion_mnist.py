@@ -1,7 +1,6 @@
 """Fashion-MNIST from idx files (Debian package ``dataset-fashion-mnist``, or any folder).
 
 The folder must hold the four standard files, gzip-compressed or not::
-
     train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
     t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
 

@@ -12,12 +12,13 @@ from typing import Any
 from minority.errors import MinorityError
 from minority.methods.base import Method, hyperparameter, make
 from minority.methods.baselines import CFGPP, DDIM, Ancestral, NullPrompt
+from minority.methods.boost_skip import BoostSkip
 from minority.methods.cads import CADS
 from minority.methods.minority_prompt import DiversePrompt, MinorityPrompt
 from minority.methods.sgms import SGMS
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (DDIM, NullPrompt, CADS, CFGPP, MinorityPrompt, DiversePrompt, SGMS, Ancestral)
+    m.name: m for m in (DDIM, NullPrompt, CADS, CFGPP, MinorityPrompt, DiversePrompt, SGMS, Ancestral, BoostSkip)
 }
 
 ALIASES: dict[str, str] = {"euler": "ddim"}  # on flow models (SD3 / FLUX) `ddim` is the Euler flow step (SPEC §3.5)
@@ -52,5 +53,5 @@ def make_method(method: str | Method, params: dict[str, Any] | None = None, **kw
     return make(get_method(method), params)
 
 
-__all__ = ["ALIASES", "CADS", "CFGPP", "DDIM", "METHODS", "SGMS", "Ancestral", "DiversePrompt", "Method", "MinorityPrompt",
+__all__ = ["ALIASES", "CADS", "CFGPP", "DDIM", "METHODS", "SGMS", "Ancestral", "BoostSkip", "DiversePrompt", "Method", "MinorityPrompt",
            "NullPrompt", "all_methods", "get_method", "hyperparameter", "make_method", "register_method"]

@@ -66,6 +66,12 @@ class Method:
         """Per-step hooks of the sampling loop for this run (none: the base sampler)."""
         return []
 
+    def start(self, steps: int) -> tuple[float, int]:
+        """How the loop starts on a grid of ``steps`` steps: ``(c, k)`` = multiply the initial sample z_T (drawn
+        exactly as the base sampler draws it) by c and run the grid from index k (default ``(1.0, 0)``: all of
+        it from z_T). Boost-and-Skip returns (γ, Δt)."""
+        return 1.0, 0
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

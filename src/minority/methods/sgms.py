@@ -1,7 +1,6 @@
 """SGMS: self-guided minority sampling (Um & Ye, ECCV 2024; SPEC §3.2), and the minority score it builds on.
 
 Minority metric at step t (the reconstruction loss of the Tweedie estimate, SGMS Eq. 6):
-
     L(x_t) = E_ε d( x̂0(x_t), sg( x̂0(x_s) ) ),   x_s = √ᾱ_p x̂0(x_t) + √(1−ᾱ_p) ε,  p = perturb·T_train
 
 The stop-gradient covers the whole reconstruction branch; the expectation uses ``mc_samples`` draws from the
@@ -18,7 +17,7 @@ The UNet forward that carries the gradient is reused by the sampling step (never
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -59,6 +58,14 @@ def normalise(g: torch.Tensor, how: str) -> torch.Tensor:
     return g / n.clamp_min(1e-20).view(-1, *[1] * (g.ndim - 1))
 
 
+#: The paper's settings (authors' README; guided-diffusion checkpoints, 250 respaced ancestral steps with
+#: ``spacing="adm"``, p_ratio 0.8, ``var`` schedule). ``steps``/``spacing`` are run settings, the rest fields.
+SGMS_PRESETS: dict[str, dict[str, Any]] = {
+    "celeba64": {"scale": 0.4, "guide_every": 5, "perturb": 0.8, "schedule": "var", "steps": 250, "spacing": "adm"},
+    "imagenet64": {"scale": 0.2, "guide_every": 2, "perturb": 0.8, "schedule": "var", "steps": 250, "spacing": "adm"},
+}
+
+
 @dataclass(frozen=True)
 class SGMS(Method):
     """SGMS hyperparameters (SPEC §2); :meth:`hooks` gives the per-step guidance :class:`SGMSHook`."""
@@ -66,11 +73,13 @@ class SGMS(Method):
     name = "sgms"
     summary = "SGMS: guidance towards a high reconstruction loss of the Tweedie estimate (Um & Ye, ECCV 2024)"
     kinds = ("text", "pixel")
+    presets: ClassVar[dict[str, dict[str, Any]]] = SGMS_PRESETS
 
     scale: float = hyperparameter(1.0, "SGMS w: guidance strength (0 = the base sampler)", low=0.0)
     perturb: float = hyperparameter(0.8, "p: re-noise the Tweedie estimate to timestep p·T_train, p in (0, 1)",
                                     low=0.0, high=1.0, low_open=True, high_open=True)
-    guide_every: int = hyperparameter(5, "N: guide when the step index % N == 0", low=1)
+    guide_every: int = hyperparameter(5, "N: guide step i of S when (S-1-i) % N == 0 (counted from the end, as the "
+                                      "authors' t % inter_rate == 0: the last step is always guided)", low=1)
     schedule: str = hyperparameter("var", "var: × posterior variance; fixed; switch-off: fixed until "
                                    "t <= switch_off_at·T", choices=("var", "fixed", "switch-off"))
     switch_off_at: float = hyperparameter(0.0, "with schedule switch-off: stop guiding once t <= switch_off_at·T_train",
@@ -101,31 +110,54 @@ class SGMS(Method):
             )
 
     def hooks(self, run: Any) -> list[Hook]:
-        return [SGMSHook(self.resolved(run.family), get_distance(self.resolved(run.family).distance, run.latent))]
+        m = self.resolved(run.family)
+        respaced = getattr(run, "spacing", "scheduler") == "adm"
+        return [SGMSHook(m, get_distance(m.distance, run.latent), perturb_timestep(m.perturb, run), respaced)]
+
+
+def perturb_timestep(perturb: float, run: Any) -> int | None:
+    """p in timesteps: on guided-diffusion's respaced grid (``spacing="adm"``) the authors' respaced index
+    ⌊S·perturb⌋ mapped to its timestep (their ``int(num_timesteps * p_ratio)``); else None (p·T_train)."""
+    if getattr(run, "spacing", "scheduler") != "adm":
+        return None
+    kept = sorted(t for t, _ in run.pairs)
+    return kept[min(int(len(kept) * perturb), len(kept) - 1)]
+
+
+def guided_index(i: int, num_steps: int, guide_every: int) -> bool:
+    """Whether step ``i`` of ``num_steps`` (0-based, noise → data) is a guided one: (S − 1 − i) % N == 0."""
+    return (num_steps - 1 - i) % guide_every == 0
 
 
 class SGMSHook(Hook):
     """Per-step SGMS guidance (SGMS Alg. 1; module docstring). ``method`` must be resolved (distance, solver)."""
 
-    def __init__(self, method: SGMS, distance: Distance):
-        self.m, self.distance = method, distance
+    def __init__(self, method: SGMS, distance: Distance, p: int | None = None, respaced: bool = False):
+        self.m, self.distance, self.p, self.respaced = method, distance, p, respaced
         self.guided_steps: list[int] = []
         self.backward_passes = 0
         self._pending: torch.Tensor | None = None  # ancestral: the displacement added to the posterior mean
 
     def guided_at(self, ctx: StepContext) -> bool:
-        """Whether step ``ctx.index`` is guided (scale 0 guides nothing: exactly the base sampler, no extra draws)."""
+        """Whether step ``ctx.index`` is guided (scale 0 guides nothing: exactly the base sampler, no extra draws).
+
+        Step i of S (0-based from noise to data) is guided when (S − 1 − i) % N == 0 — the authors' respaced
+        index t = S − 1 − i counting down with t % inter_rate == 0 (SPEC §3.2), so the last step always is."""
         m = self.m
-        if m.scale == 0 or ctx.index % m.guide_every:
+        if m.scale == 0 or not guided_index(ctx.index, ctx.num_steps, m.guide_every):
             return False
-        return not (m.schedule == "switch-off" and ctx.t <= m.switch_off_at * ctx.denoiser.num_train_timesteps)
+        if m.schedule != "switch-off":
+            return True
+        if self.respaced:  # the authors' respaced index S − 1 − i > t_mid · S
+            return ctx.num_steps - 1 - ctx.index > m.switch_off_at * ctx.num_steps
+        return ctx.t > m.switch_off_at * ctx.denoiser.num_train_timesteps
 
     def before_step(self, ctx: StepContext) -> None:
         self._pending = None
         if not self.guided_at(ctx):
             return
         m, den = self.m, ctx.denoiser
-        p = den.level(m.perturb)
+        p = self.p if self.p is not None else den.level(m.perturb)
         with torch.enable_grad():
             x = ctx.z.detach().requires_grad_(True)
             pred = den(x, ctx.t, ctx.cond)  # x̂0(x_t): the forward with gradient, reused by the sampler

@@ -8,136 +8,54 @@ counts) and ``per_image.csv``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from minority.errors import MinorityError
-from minority.metrics.cache import FeatureCache, state_digest
+from minority.metrics.cache import FeatureCache
+from minority.metrics.catalog import (  # noqa: F401  (DEFAULT_*, METRICS, parse_metrics: re-exported)
+    DEFAULT_METRICS,
+    DEFAULT_SETTINGS,
+    FEATURE_METRICS,
+    METRICS,
+    check_settings,
+    parse_metrics,
+)
+from minority.metrics.compression import png_bits_per_pixel
 from minority.metrics.diversity import in_batch_similarity
+from minority.metrics.extractors.imagereward import load_imagereward
 from minority.metrics.features import FeatureExtractor, extract_features, load_extractor
 from minority.metrics.frechet import frechet_distance, kid
 from minority.metrics.images import BadImageError, ImageSet, open_image_folder
 from minority.metrics.knn import avgknn, avgknn_self, lof, rarity
+from minority.metrics.model_scores import ModelScores, likelihood_values, minority_score_values
 from minority.metrics.prdc import manifold_scores
 from minority.metrics.references import open_reference, top_fraction
+from minority.metrics.results import (  # noqa: F401  (output_paths, write_reports, format_table: re-exported)
+    build_result,
+    format_table,
+    output_paths,
+    write_reports,
+)
 from minority.metrics.stats import summarize
-from minority.metrics.text_alignment import class_agreement, clip_score, pick_score, prompt_class
+from minority.metrics.text_alignment import class_agreement, clip_score, pick_score, row_class
 
 log = logging.getLogger("minority")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """What a metric needs and how it is reported."""
-
-    description: str
-    needs_reference: bool = False
-    needs_prompts: bool = False
-    higher_is_better: bool | None = True
-
-
-METRICS: dict[str, MetricInfo] = {
-    "precision": MetricInfo("improved precision (k=pr_k)", needs_reference=True),
-    "recall": MetricInfo("improved recall (k=pr_k)", needs_reference=True),
-    "density": MetricInfo("density (k=dc_k)", needs_reference=True),
-    "coverage": MetricInfo("coverage (k=dc_k)", needs_reference=True),
-    "fd": MetricInfo("Fréchet distance of pooled features (cFID conventions)", needs_reference=True, higher_is_better=False),
-    "sfid": MetricInfo("Fréchet distance of spatial features (sFID)", needs_reference=True, higher_is_better=False),
-    "kid": MetricInfo("kernel distance, unbiased MMD² (KID)", needs_reference=True, higher_is_better=False),
-    "avgknn": MetricInfo("mean distance to the avgknn_k nearest reference features", needs_reference=True, higher_is_better=None),
-    "lof": MetricInfo("local outlier factor (k=lof_k)", needs_reference=True, higher_is_better=None),
-    "rarity": MetricInfo("rarity score (k=rarity_k), over samples inside a reference ball", needs_reference=True,
-                         higher_is_better=None),
-    "clipscore": MetricInfo("100·max(cos,0) of CLIP image/prompt embeddings", needs_prompts=True),
-    "pickscore": MetricInfo("logit_scale·cos of PickScore embeddings", needs_prompts=True),
-    "imagereward": MetricInfo("ImageReward-v1.0", needs_prompts=True),
-    "alignment": MetricInfo("share of images classified as the prompt's class", needs_prompts=True),
-    "ibs": MetricInfo("in-batch cosine similarity per prompt group", needs_prompts=True, higher_is_better=False),
-    "likelihood": MetricInfo("PF-ODE bits/dim under the model", higher_is_better=None),
-    "minority-score": MetricInfo("reconstruction-loss minority score under the model (Um & Ye 2023)",
-                                 higher_is_better=None),
-}
-DEFAULT_METRICS: tuple[str, ...] = ("precision", "recall", "density", "coverage", "fd")
-FEATURE_METRICS = ("precision", "recall", "density", "coverage", "fd", "sfid", "kid", "avgknn", "lof", "rarity")
-
-DEFAULT_SETTINGS: dict = {
-    "pr_k": 3,
-    "dc_k": 5,
-    "avgknn_k": 5,
-    "lof_k": 20,
-    "rarity_k": 3,
-    "minority_k": 5,
-    "kid_subsets": 100,
-    "kid_subset_size": 1000,
-    "kid_seed": 0,
-    "weights": None,
-    "clip_weights": None,
-    "pickscore_weights": None,
-    "ibs_features": None,
-    "ibs_weights": None,
-    "classifier": "fashion-classifier",
-    "classifier_weights": None,
-    "imagereward_weights": None,
-    "minority_score_model": None,
-    "minority_score_perturb": 0.8,
-    "minority_score_mc": 4,
-    "minority_score_distance": None,
-    "likelihood_fn": None,
-    "likelihood_model": None,
-    "likelihood_probes": 1,
-    "likelihood_probe": "rademacher",
-    "likelihood_rtol": 1e-5,
-    "likelihood_atol": 1e-5,
-    "likelihood_dequantize": False,
-    "data_dir": None,
-    "cache": True,
-    "cache_dir": None,
-    "progress": True,
-}
-
-
-def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
-    """Metric names from a list or a comma-separated string (``"all"`` = every metric), validated."""
-    if metrics is None:
-        return list(DEFAULT_METRICS)
-    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
-    names = [m.strip().lower() for m in items if m and m.strip()]
-    if names == ["all"]:
-        return list(METRICS)
-    unknown = [m for m in names if m not in METRICS]
-    if unknown:
-        raise MinorityError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(METRICS)}")
-    if not names:
-        raise MinorityError("no metrics requested: pass e.g. --metrics precision,recall")
-    return list(dict.fromkeys(names))
-
-
-def _check_settings(settings: dict) -> dict:
-    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
-    if unknown:
-        raise MinorityError(f"unknown evaluate setting(s) {', '.join(unknown)}: valid are {', '.join(DEFAULT_SETTINGS)}")
-    s = {**DEFAULT_SETTINGS, **settings}
-    for key in ("pr_k", "dc_k", "avgknn_k", "lof_k", "rarity_k", "minority_k", "kid_subsets", "kid_subset_size",
-                "likelihood_probes", "minority_score_mc"):
-        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
-            raise MinorityError(f"setting {key} must be a positive integer, got {s[key]!r}")
-    return s
 
 
 class _Run:
     """State of one evaluation: image sets, validity masks, loaded extractors and extracted outputs."""
 
-    def __init__(self, device, batch_size: int, skip_bad: bool, settings: dict) -> None:
+    def __init__(self, device, batch_size: int, skip_bad: bool, settings: dict,
+                 model_scores: ModelScores | None = None) -> None:
         self.device = device
+        self.model_scores = model_scores
         self.batch_size = int(batch_size)
         self.skip_bad = skip_bad
         self.s = settings
@@ -189,6 +107,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     batch_size: int = 64,
     skip_bad: bool = False,
+    model_scores: ModelScores | None = None,
     **settings,
 ) -> dict:
     """Evaluate the images of ``images_dir`` (see the module docstring and ``docs/metrics.md``).
@@ -203,37 +122,65 @@ def evaluate(
         out: path of ``metrics.json`` (``per_image.csv`` is written beside it) or a folder; None = no files.
         device, batch_size: where and how many images per forward pass.
         skip_bad: leave unreadable images out (listed in ``counts.skipped``) instead of raising.
+        model_scores: how ``likelihood`` and ``minority-score`` reach a model
+            (:class:`minority.runs.model_scores.PipelineScores`; ``minority.runs.model_scores.evaluate`` passes it).
         **settings: see ``DEFAULT_SETTINGS`` (k values, KID subsets, model choices and weights, likelihood
             options, cache).
     Returns:
         ``{"metrics": {name: {"value", "ci95", "std", "n", ...}}, "settings", "extractors", "counts",
         "per_image": [rows]}``.
     """
-    s = _check_settings(settings)
+    s = check_settings(settings)
     names = parse_metrics(metrics)
     gen = open_image_folder(images_dir)
+    ref_set, ref_spec = _check_inputs(names, gen, reference, s)  # before any slow work
+    run = _Run(device, batch_size, skip_bad, s, model_scores)
+    per_image: dict[str, np.ndarray] = {}
+    extra: dict[str, dict] = {}
+    _pixel_metrics(run, gen, names, per_image, extra)                    # 1. metrics that read pixels themselves
+    feats, main = _all_features(run, gen, ref_set, names, features)      # 2. features, once per extractor
+    valid = run.mask(gen)                                                # 3. metric maths on the valid rows
+    idx = np.flatnonzero(valid)
+    results: dict[str, dict] = {}
+    if "main" in feats:
+        extra["reference"] = _reference_metrics(run, names, feats, idx, ref_set, ref_spec, reference, main,
+                                                results, per_image)
+    _prompt_metrics(run, gen, names, feats, idx, results, per_image, extra)
+    _summaries(gen, names, idx, results, per_image, extra)
+    result = build_result(gen, names, results, per_image, idx, valid, run, main, reference, s, extra,
+                          dict(device=str(device), batch_size=batch_size, skip_bad=skip_bad))
+    if out is not None:
+        write_reports(result, out)
+    return result
+
+
+def _check_inputs(names: list[str], gen: ImageSet, reference: str | None, s: dict):
+    """Every metric has what it needs (prompts, a reference); the opened reference ``(set, spec)`` or Nones."""
     for m in names:
         if METRICS[m].needs_prompts:
             gen.require_manifest("prompts" if m != "ibs" else "prompt groups", m)
     need_ref = [m for m in names if METRICS[m].needs_reference]
     if need_ref and reference is None:
         raise MinorityError(f"{', '.join(need_ref)} need a reference: pass --reference DIR or fashion-mnist:train|test")
-    ref_set = ref_spec = None
     if any(m in FEATURE_METRICS for m in names):
-        ref_set, ref_spec = open_reference(reference, s["data_dir"])  # validate before any slow work
-    run = _Run(device, batch_size, skip_bad, s)
-    per_image: dict[str, np.ndarray] = {}
-    extra: dict[str, dict] = {}
+        return open_reference(reference, s["data_dir"])
+    return None, None
 
-    # 1. metrics that read pixels themselves
+
+def _pixel_metrics(run: _Run, gen: ImageSet, names: list[str], per_image: dict, extra: dict) -> None:
     if "imagereward" in names:
         per_image["imagereward"] = _imagereward(run, gen)
     if "likelihood" in names:
-        per_image["likelihood_bpd"], extra["likelihood"] = _likelihood(run, gen)
+        per_image["likelihood_bpd"], extra["likelihood"] = likelihood_values(run, gen)
     if "minority-score" in names:
-        per_image["minority_score"], extra["minority-score"] = _minority_score(run, gen)
+        per_image["minority_score"], extra["minority-score"] = minority_score_values(run, gen)
+    if "png-bpp" in names:
+        per_image["png_bpp"] = _png_bpp(run, gen)
 
-    # 2. features
+
+def _all_features(run: _Run, gen: ImageSet, ref_set: ImageSet | None, names: list[str], features):
+    """``({"main", "ref", "ibs", "clip", "pick", "cls"}: extracted outputs, main extractor)`` as the metrics need."""
+    s = run.s
     feats: dict[str, dict] = {}
     main = None
     if ref_set is not None:
@@ -245,31 +192,37 @@ def evaluate(
                                 "efficientnet-lite0, inception or resnet50")
     if "ibs" in names:
         spec = s["ibs_features"] or features
-        feats["ibs"] = run.features(gen, run.extractor(spec, s["ibs_weights"] if s["ibs_features"] else s["weights"]), "ibs")
+        feats["ibs"] = run.features(gen, run.extractor(spec, s["ibs_weights"] if s["ibs_features"] else s["weights"]),
+                                    "ibs")
     if "clipscore" in names:
         feats["clip"] = run.features(gen, run.extractor("clip-vit-l14", s["clip_weights"]), "clipscore")
     if "pickscore" in names:
         feats["pick"] = run.features(gen, run.extractor("pickscore", s["pickscore_weights"]), "pickscore")
     if "alignment" in names:
         feats["cls"] = run.features(gen, run.extractor(s["classifier"], s["classifier_weights"]), "alignment")
+    return feats, main
 
-    # 3. final validity and metric maths on valid rows
-    valid = run.mask(gen)
-    idx = np.flatnonzero(valid)
-    results: dict[str, dict] = {}
-    if "main" in feats:
-        g = feats["main"]["features"][idx]
-        rvalid = run.mask(ref_set)
-        ref_rows = np.flatnonzero(rvalid)
-        r = feats["ref"]["features"][ref_rows]
-        minority = ref_spec.minority
-        if minority is not None:
-            keep = top_fraction(_reference_avgknn(run, ref_set, main, r, ref_rows, s["minority_k"]), minority)
-            ref_rows, r = ref_rows[keep], r[keep]
-        extra["reference"] = {"spec": str(reference), "images": int(len(ref_set)), "used": int(len(ref_rows)),
-                              "skipped": [ref_set.keys[i] for i in np.flatnonzero(~rvalid)],
-                              "minority_fraction": minority, "minority_k": s["minority_k"] if minority else None}
-        _feature_metrics(names, s, g, r, feats, idx, ref_rows, results, per_image)
+
+def _reference_metrics(run: _Run, names, feats, idx, ref_set, ref_spec, reference, main, results, per_image) -> dict:
+    """The metrics against the reference features (restricted to its minority fraction when asked); returns what
+    the report records about the reference."""
+    s = run.s
+    g = feats["main"]["features"][idx]
+    rvalid = run.mask(ref_set)
+    ref_rows = np.flatnonzero(rvalid)
+    r = feats["ref"]["features"][ref_rows]
+    minority = ref_spec.minority
+    if minority is not None:
+        keep = top_fraction(_reference_avgknn(run, ref_set, main, r, ref_rows, s["minority_k"]), minority)
+        ref_rows, r = ref_rows[keep], r[keep]
+    _feature_metrics(names, s, g, r, feats, idx, ref_rows, results, per_image)
+    return {"spec": str(reference), "images": int(len(ref_set)), "used": int(len(ref_rows)),
+            "skipped": [ref_set.keys[i] for i in np.flatnonzero(~rvalid)],
+            "minority_fraction": minority, "minority_k": s["minority_k"] if minority else None}
+
+
+def _prompt_metrics(run: _Run, gen: ImageSet, names, feats, idx, results, per_image, extra) -> None:
+    s = run.s
     prompts = [gen.meta[i].get("prompt", "") for i in idx] if gen.has_manifest else None
     if "clipscore" in names:
         ext = run.extractor("clip-vit-l14", s["clip_weights"])
@@ -292,22 +245,28 @@ def evaluate(
         results["ibs"] = _summary_entry(vals, value=ibs.mean)
         results["ibs"]["groups"] = len(vals)
         results["ibs"]["per_group"] = {str(k): {"ibs": v, "images": n} for k, (v, n) in ibs.per_group.items()}
-    for name in ("imagereward", "likelihood_bpd", "minority_score"):
+
+
+def _summaries(gen: ImageSet, names, idx, results, per_image, extra) -> None:
+    """Per-image values restricted to the valid rows, and their means with 95% CIs."""
+    for name in ("imagereward", "likelihood_bpd", "minority_score", "png_bpp"):
         if name in per_image and len(per_image[name]) == len(gen):
             per_image[name] = per_image[name][idx]
     for name in ("clipscore", "pickscore", "imagereward", "alignment"):
         if name in per_image:
             results[name] = _summary_entry(per_image[name])
     if "likelihood" in names:
-        results["likelihood"] = {**_summary_entry(per_image["likelihood_bpd"]), "unit": "bits/dim", **extra["likelihood"]}
+        results["likelihood"] = {**_summary_entry(per_image["likelihood_bpd"]), "unit": "bits/dim",
+                                 **extra["likelihood"]}
     if "minority-score" in names:
         results["minority-score"] = {**_summary_entry(per_image["minority_score"]), **extra["minority-score"]}
-
-    result = _report(gen, names, results, per_image, idx, valid, run, main, reference, s, extra,
-                     dict(device=str(device), batch_size=batch_size, skip_bad=skip_bad))
-    if out is not None:
-        write_reports(result, out)
-    return result
+    if "png-bpp" in names:
+        results["png-bpp"] = {**_summary_entry(per_image["png_bpp"]), "unit": "bits/pixel"}
+        if "likelihood_bpd" in per_image:  # Spearman's ρ between detail and NLL over the images
+            ok = np.isfinite(per_image["png_bpp"]) & np.isfinite(per_image["likelihood_bpd"])
+            rho, p = spearmanr(per_image["png_bpp"][ok], per_image["likelihood_bpd"][ok]) if ok.sum() > 2 else (None, None)
+            results["png-bpp"].update(spearman_likelihood=None if rho is None or not np.isfinite(rho) else float(rho),
+                                      spearman_p=None if p is None or not np.isfinite(p) else float(p))
 
 
 def _reference_avgknn(run: _Run, ref_set: ImageSet, ext: FeatureExtractor, r: np.ndarray, rows: np.ndarray,
@@ -382,26 +341,10 @@ def _text_embeds(ext, prompts: list[str]) -> torch.Tensor:
     return table[[pos[p] for p in prompts]]
 
 
-def _row_class(row: dict, synonyms) -> int | None:
-    """The class of a manifest row: its ``class_label``/``label``/``class`` integer, else the class its prompt names."""
-    label = next((row[k] for k in ("class_label", "label", "class") if isinstance(row.get(k), int)), None)
-    if label is None and synonyms is not None:
-        label = prompt_class(str(row.get("prompt", "")), synonyms)
-    return label
-
-
-def _fashion_synonyms():
-    try:
-        from minority.data.captions import SYNONYMS
-    except ImportError:
-        return None
-    return [[noun for noun, _ in group] for group in SYNONYMS]
-
-
 def _alignment(ext: FeatureExtractor, logits: np.ndarray, rows: list[dict]):
     pred = logits.argmax(1)
-    synonyms = ext.class_synonyms or ([[n] for n in ext.class_names] if ext.class_names else None)
-    targets = [_row_class(row, synonyms) for row in rows]
+    synonyms = ext.class_synonyms or [[n] for n in ext.class_names or ()]
+    targets = [row_class(row, synonyms) for row in rows]
     if all(t is None for t in targets):
         raise MinorityError(
             f"alignment: no prompt names a class of {ext.name} ({', '.join(ext.class_names or [])}) and the manifest "
@@ -411,9 +354,15 @@ def _alignment(ext: FeatureExtractor, logits: np.ndarray, rows: list[dict]):
     return agree, pred.astype(np.float64), np.array([np.nan if t is None else t for t in targets], np.float64)
 
 
-def _imagereward(run: _Run, gen: ImageSet) -> np.ndarray:
-    from minority.metrics.extractors.imagereward import load_imagereward
+def _png_bpp(run: _Run, gen: ImageSet) -> np.ndarray:
+    vals = np.full(len(gen), np.nan)
+    for start in range(0, len(gen), run.batch_size):
+        ok, arrays = run.load_images(gen, range(start, min(len(gen), start + run.batch_size)))
+        vals[ok] = [png_bits_per_pixel(a) for a in arrays]
+    return vals
 
+
+def _imagereward(run: _Run, gen: ImageSet) -> np.ndarray:
     scorer = load_imagereward(run.s["imagereward_weights"], run.device)
     vals = np.full(len(gen), np.nan)
     for start in range(0, len(gen), run.batch_size):
@@ -423,227 +372,3 @@ def _imagereward(run: _Run, gen: ImageSet) -> np.ndarray:
     return vals
 
 
-def _likelihood(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
-    """Per-image bits/dim from ``likelihood_fn`` or a diffusers model (``likelihood_model``/manifest model)."""
-    from minority.metrics.likelihood import likelihood_for_pipeline
-
-    s = run.s
-    fn = s["likelihood_fn"]
-    info: dict = {"probes": s["likelihood_probes"], "probe": s["likelihood_probe"], "rtol": s["likelihood_rtol"],
-                  "atol": s["likelihood_atol"], "dequantize": s["likelihood_dequantize"]}
-    if fn is None:
-        model = s["likelihood_model"] or next((m.get("model") for m in gen.meta if m.get("model")), None)
-        if model is None:
-            raise MinorityError("likelihood needs a model: pass likelihood_model=ID_OR_DIR (CLI --set "
-                                "likelihood_model=DIR) or evaluate a generation folder whose manifest names its model")
-        fn, model_info = _pipeline_likelihood_fn(str(model), run, likelihood_for_pipeline)
-        info.update(model_info)
-    else:
-        info["model"] = getattr(fn, "__name__", "likelihood_fn")
-    key = _likelihood_cache_key(run, gen, info)
-    hit = run.cache.load(key) if key is not None else None
-    if hit is not None and hit.get("bits_per_dim", np.empty(0)).shape == (len(gen),):
-        log.info("likelihood: reusing cached values for %d images", len(gen))
-        return hit["bits_per_dim"].astype(np.float64), {**info, "cached": True}
-    vals = np.full(len(gen), np.nan)
-    for start in range(0, len(gen), run.batch_size):
-        ok, arrays = run.load_images(gen, range(start, min(len(gen), start + run.batch_size)))
-        by_size: dict[tuple, list[int]] = {}
-        for j, a in enumerate(arrays):
-            by_size.setdefault(a.shape, []).append(j)
-        for members in by_size.values():
-            ids = [ok[j] for j in members]
-            x = torch.from_numpy(np.stack([arrays[j] for j in members])).permute(0, 3, 1, 2).float() / 127.5 - 1
-            gens = [torch.Generator("cpu").manual_seed(int(gen.meta[i].get("seed", i))) for i in ids]
-            vals[ids] = fn(x, gens, [gen.meta[i] for i in ids]).detach().double().cpu().numpy()
-    if key is not None and np.isfinite(vals).all():
-        run.cache.save(key, {"bits_per_dim": vals})
-    return vals, info
-
-
-def _likelihood_cache_key(run: _Run, gen: ImageSet, info: dict) -> str | None:
-    """Cache key of the per-image likelihoods: model weights digest, solver settings, and each image's content,
-    seed (probe draws) and conditioning (prompt / class). None when uncacheable (a user ``likelihood_fn``)."""
-    if run.cache is None or "weights_digest" not in info:
-        return None
-    ident = "likelihood|" + json.dumps({k: v for k, v in info.items() if k != "model"}, sort_keys=True, default=str)
-    rows = [json.dumps([m.get("seed", i), m.get("prompt", ""), m.get("class_label")], default=str)
-            for i, m in enumerate(gen.meta)]
-    return run.cache.key(ident, gen.digests(), extra="\n".join(rows))
-
-
-def _minority_score(run: _Run, gen: ImageSet) -> tuple[np.ndarray, dict]:
-    """Per-image minority score (:func:`minority.methods.sgms.minority_score`) under ``minority_score_model`` or the
-    manifest's model; each image's draws come from a generator seeded with its seed."""
-    from minority.core.conditioning import Conditioning
-    from minority.methods.sgms import get_distance, minority_score
-    from minority.pipelines.pixel import PixelPipeline, load_pipeline
-
-    s = run.s
-    model = s["minority_score_model"] or next((m.get("model") for m in gen.meta if m.get("model")), None)
-    if model is None:
-        raise MinorityError("minority-score needs a model: --set minority_score_model=ID_OR_DIR, or evaluate a "
-                            "generation folder whose manifest names its model")
-    pipe = load_pipeline(str(model), device=run.device)
-    c = pipe.components
-    pixel = isinstance(pipe, PixelPipeline)
-    dname = s["minority_score_distance"] or ("enet-lpips" if pixel else "l2")
-    dist = get_distance(dname, latent=not pixel)
-    vals = np.full(len(gen), np.nan)
-    for start in range(0, len(gen), run.batch_size):
-        ok, arrays = run.load_images(gen, range(start, min(len(gen), start + run.batch_size)))
-        for j, i in enumerate(ok):
-            a = torch.from_numpy(np.array(arrays[j])).permute(2, 0, 1).float()[None] / 255.0  # (1, 3, H, W) in [0, 1]
-            row = gen.meta[i]
-            size = int(c.unet.config.sample_size) * c.vae_scale_factor
-            a = torch.nn.functional.interpolate(a, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-            if pixel:
-                x = a * 2 - 1
-                if int(c.unet.config.in_channels) == 1:
-                    x = x.mean(1, keepdim=True)
-                labels = pipe.labels_tensor([row.get("class_label")]) if pipe.num_classes else None
-                cond = Conditioning(class_labels=labels)
-            else:
-                with torch.no_grad():
-                    x = c.encode_images(a.to(c.device))
-                cond, _ = pipe.prepare([str(row.get("prompt") or "")], None, 1.0, "ddim", size, size)
-            g = [torch.Generator("cpu").manual_seed(int(row.get("seed", i)))]
-            vals[i] = float(minority_score(pipe.denoiser, x.to(c.device), cond, g, perturb=s["minority_score_perturb"],
-                                           distance=dist, mc_samples=s["minority_score_mc"])[0])
-    return vals, {"model": str(model), "distance": dname, "perturb": s["minority_score_perturb"],
-                  "mc_samples": s["minority_score_mc"]}
-
-
-def _pipeline_likelihood_fn(model: str, run: _Run, likelihood_for_pipeline):
-    """Wrap a diffusers model loaded by :func:`minority.pipelines.loading.load_components` into a likelihood function."""
-    try:
-        from minority.pipelines.loading import load_components
-    except ImportError as exc:
-        raise MinorityError("likelihood with a model id needs minority.pipelines.loading; pass likelihood_fn=callable instead") from exc
-    comps = load_components(model, device=run.device)
-    s = run.s
-    unet = comps.unet
-    in_ch = int(getattr(unet.config, "in_channels", 3))
-    encoder = comps.prompt_encoder() if comps.text_encoders else None
-
-    def fn(x: torch.Tensor, generators, rows) -> torch.Tensor:
-        if comps.vae is None and in_ch == 1 and x.shape[1] == 3:
-            x = x.mean(1, keepdim=True)
-        kw: dict = {}
-        if encoder is not None:
-            with torch.no_grad():
-                cond = encoder.encode([str(r.get("prompt", "")) for r in rows])
-            kw["encoder_hidden_states"] = cond.embeds
-            if cond.pooled is not None:
-                kw["added_cond_kwargs"] = {"text_embeds": cond.pooled, "time_ids": cond.time_ids}
-        elif getattr(unet.config, "num_class_embeds", None):
-            labels = [_row_class(r, _fashion_synonyms()) for r in rows]
-            if any(v is None for v in labels):
-                raise MinorityError("likelihood of a class-conditional model needs each image's class: a class_label "
-                                    "in the manifest rows or a prompt that names the class")
-            kw["class_labels"] = torch.tensor(labels, device=run.device)
-        return likelihood_for_pipeline(
-            x.to(run.device), unet, comps.scheduler, comps.vae, kw or None, probes=s["likelihood_probes"],
-            rtol=s["likelihood_rtol"], atol=s["likelihood_atol"], generators=generators, probe=s["likelihood_probe"],
-            dequantize=s["likelihood_dequantize"])
-
-    sched = hashlib.sha1(np.asarray(comps.scheduler.alphas_cumprod, dtype=np.float64).tobytes())
-    sched.update(str(getattr(comps.scheduler.config, "prediction_type", "epsilon")).encode())
-    return fn, {"model": model, "space": "latent" if comps.vae is not None else "pixel",
-                "bins": None if comps.vae is not None else 256,
-                "weights_digest": state_digest(unet, comps.vae, *comps.text_encoders) + "-" + sched.hexdigest()[:16]}
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return None if not math.isfinite(float(v)) else float(v)
-    if isinstance(v, (np.integer, int, bool, str)) or v is None:
-        return v.item() if isinstance(v, np.generic) else v
-    if isinstance(v, Path):
-        return str(v)
-    return getattr(v, "__name__", None) or type(v).__name__
-
-
-def _report(gen, names, results, per_image, idx, valid, run, main, reference, s, extra, run_args) -> dict:
-    rows = []
-    for j, i in enumerate(idx):
-        m = gen.meta[i]
-        row = {"file": gen.keys[i], "prompt": m.get("prompt", ""), "prompt_index": m.get("prompt_index", ""),
-               "seed": m.get("seed", "")}
-        for col, vals in per_image.items():
-            row[col] = float(vals[j])
-        rows.append(row)
-    extractors = {}
-    for (_spec, weights), ext in run.extractors.items():
-        extractors[ext.name] = {**ext.describe(), "weights": None if weights == "None" else weights}
-    main_name = main.name if main is not None else None
-    return {
-        "images": gen.name,
-        "reference": None if reference is None else str(reference),
-        "metrics": {m: results[m] for m in names if m in results},
-        "settings": _jsonable({**s, **run_args, "features": main_name}),
-        "extractor": main_name,
-        "extractors": _jsonable(extractors),
-        "counts": {"images": int(valid.sum()), "images_total": len(gen),
-                   "skipped": [gen.keys[i] for i in np.flatnonzero(~valid)],
-                   **({"reference": extra["reference"]["used"], "reference_total": extra["reference"]["images"]}
-                      if "reference" in extra else {})},
-        "reference_info": _jsonable(extra.get("reference")),
-        "per_image": rows,
-    }
-
-
-def output_paths(out: str | Path) -> tuple[Path, Path]:
-    """``(metrics.json path, per_image.csv path)`` for ``out`` (a ``.json`` file or a folder)."""
-    out = Path(out).expanduser()
-    if out.suffix.lower() == ".json":
-        csv_path = out.with_name("per_image.csv") if out.name == "metrics.json" else out.with_name(out.stem + "_per_image.csv")
-        return out, csv_path
-    return out / "metrics.json", out / "per_image.csv"
-
-
-def write_reports(result: dict, out: str | Path) -> tuple[Path, Path]:
-    """Write ``metrics.json`` (everything but the per-image rows) and ``per_image.csv``."""
-    json_path, csv_path = output_paths(out)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    body = {k: v for k, v in result.items() if k != "per_image"}
-    json_path.write_text(json.dumps(_jsonable(body), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    rows = result["per_image"]
-    cols = list(dict.fromkeys(c for r in rows for c in r)) if rows else ["file"]
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
-    return json_path, csv_path
-
-
-def format_table(result: dict) -> str:
-    """A readable table of the metric values (value, 95% CI, n)."""
-    lines = [f"{'metric':<12} {'value':>12}  {'95% CI':<27} {'n':>7}  note"]
-    lines.append("-" * len(lines[0]))
-    for name, r in result["metrics"].items():
-        v = r.get("value")
-        ci = r.get("ci95")
-        ci_s = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-        note = METRICS[name].description
-        if name == "rarity":
-            note += f"; outside {r['outside_fraction']:.1%}"
-        if name == "kid":
-            note += f"; std {r['std']:.3g}"
-        v_s = f"{v:.5g}" if isinstance(v, float) and math.isfinite(v) else str(v)
-        lines.append(f"{name:<12} {v_s:>12}  {ci_s:<27} {r.get('n', ''):>7}  {note}")
-    c = result["counts"]
-    tail = f"{c['images']} images"
-    if c.get("skipped"):
-        tail += f" ({len(c['skipped'])} skipped)"
-    if "reference" in c:
-        tail += f"; reference {c['reference']} of {c['reference_total']}"
-    if result.get("extractor"):
-        tail += f"; features {result['extractor']}"
-    lines.append(tail)
-    return "\n".join(lines)

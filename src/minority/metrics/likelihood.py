@@ -124,6 +124,7 @@ def pf_ode_log_likelihood(
     Returns:
         :class:`ODELikelihood` with ``log_likelihood (B,)`` float64.
     """
+    # long: the PF-ODE integration (state packing, drift with the Hutchinson divergence, solve, prior term) reads as one derivation
     from scipy.integrate import solve_ivp
 
     if x0.ndim < 2:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minority.data.fashion_mnist import load_fashion_mnist
 from minority.errors import MinorityError
 from minority.metrics.images import ImageSet, array_image_set, open_image_folder
 from minority.metrics.knn import avgknn_self
@@ -40,11 +41,6 @@ def register_dataset(name: str, loader: DatasetLoader, defaults: dict | None = N
 
 
 def _fashion_mnist(split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from minority.data.fashion_mnist import load_fashion_mnist
-    except ImportError as exc:
-        raise MinorityError("the Fashion-MNIST reader (minority.data) is not installed: pass a reference folder") from exc
-
     images, labels = load_fashion_mnist(data_dir).split(split)
     return images.numpy(), labels.numpy()
 

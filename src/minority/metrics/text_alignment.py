@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from minority.data.captions import SYNONYMS
 from minority.errors import MinorityError
 from minority.metrics.arrays import as_pair
 
@@ -61,3 +62,17 @@ def prompt_class(prompt: str, class_synonyms: Sequence[Sequence[str]]) -> int | 
             if w and len(w) > best_len and re.search(r"(?<![\w-])" + re.escape(w) + r"(?![\w-])", text):
                 best, best_len = label, len(w)
     return best
+
+
+def fashion_synonyms() -> list[list[str]]:
+    """Per Fashion-MNIST class, the nouns that name it in prompts (:data:`minority.data.captions.SYNONYMS`)."""
+    return [[noun for noun, _ in group] for group in SYNONYMS]
+
+
+def row_class(row: dict, synonyms: Sequence[Sequence[str]] | None = None) -> int | None:
+    """The class of a manifest row: its ``class_label``/``label``/``class`` integer, else the class its prompt names
+    (``synonyms`` per class; default: the Fashion-MNIST classes)."""
+    label = next((row[k] for k in ("class_label", "label", "class") if isinstance(row.get(k), int)), None)
+    if label is None:
+        label = prompt_class(str(row.get("prompt", "")), fashion_synonyms() if synonyms is None else synonyms)
+    return label

@@ -21,6 +21,8 @@ class Components:
         vae: ``AutoencoderKL`` (latent models) or ``None`` (pixel models).
         tokenizers, text_encoders: one (SD) or two (SDXL) each; empty for pixel models.
         name: what the user asked for (hub id, folder or embedded name).
+        low_res_conditioning: super-resolution pixel models (``model_index.json``): ``{"channels": c, "size": s,
+            "interpolation": "bilinear"}`` — an s×s image, upsampled to the sample size, concatenated to z_t.
     """
 
     family: str
@@ -34,6 +36,12 @@ class Components:
     source: str = ""
     null_class_label: int | None = None
     model_defaults: dict = field(default_factory=dict)
+    low_res_conditioning: dict | None = None
+
+    @property
+    def concat_channels(self) -> int:
+        """Network input channels beyond the sample's (the low-resolution image of a super-resolution model)."""
+        return int(self.low_res_conditioning["channels"]) if self.low_res_conditioning else 0
 
     @property
     def device(self) -> torch.device:
@@ -64,7 +72,10 @@ class Components:
     def denoiser(self) -> Denoiser:
         s = self.scheduler
         final = getattr(s, "final_alpha_cumprod", torch.tensor(1.0))
-        return Denoiser(self.unet, s.alphas_cumprod, s.config.prediction_type, float(final), vae=self.vae)
+        betas = getattr(s.config, "trained_betas", None)  # an exact β table (converted ADM): ᾱ in float64
+        abar = s.alphas_cumprod if betas is None else torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)
+        return Denoiser(self.unet, abar, s.config.prediction_type, float(final), vae=self.vae,
+                        concat_channels=self.concat_channels)
 
     def prompt_encoder(self) -> PromptEncoder:
         return PromptEncoder(self.tokenizers, self.text_encoders, xl=self.family.startswith("sdxl"),

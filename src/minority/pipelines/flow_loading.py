@@ -100,7 +100,7 @@ def _check_fit(family: str, net, encoders: list, t5) -> None:
                                 f"{cfg.joint_attention_dim}: use text encoders of the same model.")
 
 
-def load_flow(location: str, name: str, index: dict, kind: str, device, dtype) -> FlowComponents:
+def load_flow(location: str, name: str, index: dict, kind: str, device, dtype, hub: dict | None = None) -> FlowComponents:
     """Load an SD3 / FLUX diffusers folder (or cached hub repo at ``location``) into frozen :class:`FlowComponents`."""
     from diffusers import (
         AutoencoderKL,
@@ -117,19 +117,22 @@ def load_flow(location: str, name: str, index: dict, kind: str, device, dtype) -
     )
 
     flux = index.get("_class_name") == "FluxPipeline"
-    kw = {"use_safetensors": True}
+    hub = hub or {}  # local_files_only for hub ids while the hub is unreachable
+    kw = {"use_safetensors": True, **hub}
     t5_sub = "text_encoder_2" if flux else "text_encoder_3"
     has_t5 = (index.get(t5_sub) or [None, None])[1] is not None
     net_cls = FluxTransformer2DModel if flux else SD3Transformer2DModel
     net = net_cls.from_pretrained(location, subfolder="transformer", **kw)
     vae = AutoencoderKL.from_pretrained(location, subfolder="vae", **kw)
-    sched = FlowMatchEulerDiscreteScheduler.from_pretrained(location, subfolder="scheduler")
+    sched = FlowMatchEulerDiscreteScheduler.from_pretrained(location, subfolder="scheduler", **hub)
     subs = ["text_encoder"] if flux else ["text_encoder", "text_encoder_2"]
     enc_cls = CLIPTextModel if flux else CLIPTextModelWithProjection
     encoders = [enc_cls.from_pretrained(location, subfolder=s, **kw) for s in subs]
-    tokenizers = [CLIPTokenizer.from_pretrained(location, subfolder=s.replace("text_encoder", "tokenizer")) for s in subs]
+    tokenizers = [CLIPTokenizer.from_pretrained(location, subfolder=s.replace("text_encoder", "tokenizer"), **hub)
+                  for s in subs]
     t5 = T5EncoderModel.from_pretrained(location, subfolder=t5_sub, **kw) if has_t5 else None
-    t5_tok = T5TokenizerFast.from_pretrained(location, subfolder=t5_sub.replace("text_encoder", "tokenizer")) if has_t5 else None
+    t5_tok = (T5TokenizerFast.from_pretrained(location, subfolder=t5_sub.replace("text_encoder", "tokenizer"), **hub)
+              if has_t5 else None)
     family = ("flux-dev" if net.config.guidance_embeds else "flux-schnell") if flux else "sd3"
     _check_fit(family, net, encoders, t5)
     comps = FlowComponents(family=family, unet=net, scheduler=sched, vae=vae, tokenizers=tokenizers,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -31,8 +32,52 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
 
 
+# A hub repo id: ``org/name`` (letters, digits, ``-``, ``_``, ``.``; dots allowed, as in ``...-xl-base-1.0``).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# Files that unpickle (and so may run code) when loaded: never loaded by this project.
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+
+
+def _model_file_error(name: str, path: Path) -> MinorityError:
+    """The one-line refusal of a ``--model`` that is a file, not a model folder or hub id."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return MinorityError(
+            f"{name} is a pickle checkpoint ({path.suffix}): minority never unpickles files (loading one can run "
+            "arbitrary code). Pass a diffusers folder or hub id, or convert the weights to safetensors first.")
+    if path.suffix.lower() == ".safetensors":
+        return MinorityError(
+            f"{name} is a single-file checkpoint: pass a diffusers folder or hub id (convert it once with diffusers' "
+            "StableDiffusionPipeline.from_single_file(...).save_pretrained(FOLDER)).")
+    return MinorityError(f"{name} is a file, not a model folder: pass a diffusers folder (with model_index.json) or a "
+                         "hub id.")
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is unreachable: ``HF_HUB_OFFLINE=1``, or no answer within 3 s (probed once per
+    process), so that hub ids load from the local hub cache at once instead of retrying every file."""
+    global _OFFLINE
+    if _OFFLINE is None:
+        from huggingface_hub import constants, get_session  # lazy: only hub ids need the hub client
+
+        if constants.HF_HUB_OFFLINE:
+            _OFFLINE = True
+        else:
+            try:
+                get_session().head(constants.ENDPOINT, timeout=3)
+                _OFFLINE = False
+            except Exception:  # noqa: BLE001 -- any network failure means: use the cache
+                log.info("The Hugging Face hub (%s) is unreachable: loading hub ids from the local cache only.",
+                         constants.ENDPOINT)
+                _OFFLINE = True
+    return _OFFLINE
+
+
+_OFFLINE: bool | None = None
+
+
 TINY_RANDOM = {"tiny-random-sd": "sd", "tiny-random-sdxl": "sdxl", "tiny-random-sd3": "sd3",
                "tiny-random-flux-dev": "flux-dev", "tiny-random-flux-schnell": "flux-schnell"}
+
 
 
 def cache_dir() -> Path:
@@ -60,17 +105,28 @@ def resolve_model(name: str) -> tuple[str, str]:
     p = Path(name).expanduser()
     if p.is_dir():
         return str(p), "folder"
-    if _looks_like_path(name) or p.suffix:
-        raise MinorityError(f"Model folder {name!r} does not exist: pass an existing diffusers folder or a hub id.")
-    return name, "hub"
+    if p.is_file():
+        raise _model_file_error(name, p)
+    if HUB_ID.match(name):
+        return name, "hub"
+    raise MinorityError(f"Model folder {name!r} does not exist: pass an existing diffusers folder or a hub id "
+                        "(org/name).")
 
 
 def _missing(name: str, err: Exception) -> MinorityError:
+    from huggingface_hub import constants  # lazy: only hub ids need the hub client
+
+    where = "the hub is unreachable and its local cache" if hub_offline() else "the Hugging Face hub or its cache"
     return MinorityError(
-        f"Model {name!r} could not be loaded: it is not a local folder, not an embedded model, and the Hugging Face hub "
-        f"(cache {os.environ.get('HF_HOME', '~/.cache/huggingface')}) has no usable copy ({type(err).__name__}). "
+        f"Model {name!r} could not be loaded: it is not a local folder, not an embedded model, and {where} "
+        f"({constants.HF_HUB_CACHE}) has no usable copy ({type(err).__name__}). "
         "Pass a local diffusers folder with --model PATH, or run `minority models` for the embedded ones."
     )
+
+
+def hub_kwargs(kind: str) -> dict:
+    """``from_pretrained`` options: ``local_files_only`` for hub ids while the hub is unreachable."""
+    return {"local_files_only": True} if kind == "hub" and hub_offline() else {}
 
 
 def _load_lightning_unet(unet, spec: str):
@@ -87,7 +143,7 @@ def _load_lightning_unet(unet, spec: str):
         try:
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(repo, fname))
+            path = Path(hf_hub_download(repo, fname, **hub_kwargs("hub")))
         except Exception as err:  # noqa: BLE001
             raise MinorityError(
                 f"Lightning UNet {spec!r} could not be downloaded ({type(err).__name__}): pass a local .safetensors path."
@@ -126,24 +182,24 @@ def load_components(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     location, kind = resolve_model(model)
-    index, kw = _read_index(location, kind, model), {"use_safetensors": True}
-    cls = index.get("_class_name", "")
+    kw = {"use_safetensors": True, **(hub := hub_kwargs(kind))}
+    cls = (index := _read_index(location, kind, model)).get("_class_name", "")
     if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):  # flow transformers: their own loader
         return _flow(location, model, index, kind, device, dtype, lightning_unet)
-    if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] == "UNet2DModel":
-        return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index)
+    if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] in PIXEL_UNETS:
+        return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index, hub=hub)
     try:
         xl = "text_encoder_2" in index or "XL" in cls
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet", **kw)
         vae = AutoencoderKL.from_pretrained(location, subfolder="vae", **kw)
-        tokenizers = [CLIPTokenizer.from_pretrained(location, subfolder="tokenizer")]
+        tokenizers = [CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", **hub)]
         encoders = [CLIPTextModel.from_pretrained(location, subfolder="text_encoder", **kw)]
         if xl:
-            tokenizers.append(CLIPTokenizer.from_pretrained(location, subfolder="tokenizer_2"))
+            tokenizers.append(CLIPTokenizer.from_pretrained(location, subfolder="tokenizer_2", **hub))
             encoders.append(CLIPTextModelWithProjection.from_pretrained(location, subfolder="text_encoder_2", **kw))
-        scheduler = DDIMScheduler.from_pretrained(location, subfolder="scheduler")
+        scheduler = DDIMScheduler.from_pretrained(location, subfolder="scheduler", **hub)
     except MinorityError:
         raise
     except (OSError, ValueError) as err:
@@ -171,7 +227,7 @@ def _flow(location: str, model: str, index: dict, kind: str, device, dtype, ligh
     if lightning_unet:
         raise MinorityError("--lightning-unet is for SDXL base models only, not for a flow (SD3 / FLUX) model.")
     try:
-        return load_flow(location, model, index, kind, device, dtype)
+        return load_flow(location, model, index, kind, device, dtype, hub_kwargs(kind))
     except (OSError, ValueError) as err:
         if kind == "hub":
             raise _missing(model, err) from err
@@ -185,7 +241,7 @@ def _read_index(location: str, kind: str, name: str) -> dict:
         from huggingface_hub import hf_hub_download
 
         try:
-            return json.loads(Path(hf_hub_download(location, "model_index.json")).read_text())
+            return json.loads(Path(hf_hub_download(location, "model_index.json", **hub_kwargs(kind))).read_text())
         except Exception as err:  # noqa: BLE001 -- offline, unknown repo, gated repo, ...
             raise _missing(name, err) from err
     for fname in ("model_index.json", "config.json"):
@@ -197,20 +253,29 @@ def _read_index(location: str, kind: str, name: str) -> dict:
     raise MinorityError(f"{folder} is not a diffusers model folder (no model_index.json): pass a folder saved by diffusers.")
 
 
-def _load_pixel(location: str, name: str, device, dtype, flat: bool = False, index: dict | None = None) -> Components:
-    """Pixel-space ``UNet2DModel`` + ``DDPMScheduler`` (a pipeline folder with ``unet/``, or a flat UNet folder)."""
+PIXEL_UNETS = ("UNet2DModel", "ADMUNet2DModel")
+
+
+def _load_pixel(location: str, name: str, device, dtype, flat: bool = False, index: dict | None = None,
+                hub: dict | None = None) -> Components:
+    """Pixel-space ``UNet2DModel`` (or converted guided-diffusion ``ADMUNet2DModel``) + ``DDPMScheduler`` (a
+    pipeline folder with ``unet/``, or a flat UNet folder)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    kw = {"use_safetensors": True}
+    from minority.nets.adm import ADMUNet2DModel  # lazy: imports diffusers (loaded on use)
+
+    kw = {"use_safetensors": True, **(hub or {})}
+    unet_cls = ADMUNet2DModel if (index or {}).get("unet", [None, None])[1] == "ADMUNet2DModel" else UNet2DModel
     try:
-        unet = UNet2DModel.from_pretrained(location, subfolder=None if flat else "unet", **kw)
-        scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler")
+        unet = unet_cls.from_pretrained(location, subfolder=None if flat else "unet", **kw)
+        scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", **(hub or {}))
     except (OSError, ValueError) as err:
         raise MinorityError(f"Could not load a pixel-space UNet2DModel from {location!r}: {str(err).splitlines()[0]}") from err
     null = (index or {}).get("null_class_label")
     comps = Components(family="pixel", unet=unet, scheduler=scheduler, name=name, source="folder",
                        null_class_label=None if null is None else int(null),
-                       model_defaults=dict((index or {}).get("minority_defaults", {})))
+                       model_defaults=dict((index or {}).get("minority_defaults", {})),
+                       low_res_conditioning=(index or {}).get("low_res_conditioning"))
     return comps.to(device=device, dtype=dtype).freeze()
 
 

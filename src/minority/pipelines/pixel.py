@@ -4,6 +4,7 @@ with the ``ancestral`` (DDPM), ``ddim`` and ``sgms`` samplers on the shared run.
     pipe = PixelPipeline.from_pretrained("google/ddpm-cifar10-32")      # or a folder / "fashion-ddpm"
     out = pipe(num_images=4, method="sgms", scale=1.0, seeds=range(4))
     out = pipe(class_labels=[3, 3, 7], method="ancestral")             # class-conditional models
+    out = up(class_labels=[3, 7], low_res=x64, method="ancestral")       # a 64→256 upsampler (x64 in [−1, 1])
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from minority.pipelines.components import Components
 from minority.pipelines.loading import default_model, load_components
 from minority.pipelines.run import MinorityOutput, Pipeline, RunPlan, Sampling
 from minority.pipelines.text2image import MinorityPipeline
+
+UPSAMPLE_HINT = "`minority upsample --images DIR --model FOLDER`"
 
 
 class PixelPipeline(Pipeline):
@@ -91,7 +94,27 @@ class PixelPipeline(Pipeline):
         return cond, uncond
 
     def latent_shape(self, plan: RunPlan) -> tuple[int, int, int]:
-        return self.components.unet.config.in_channels, plan.height, plan.width
+        return self.denoiser.in_channels, plan.height, plan.width
+
+    def condition_on_images(self, plan: RunPlan, cond: Conditioning, uncond: Conditioning | None,
+                            images: torch.Tensor | None) -> tuple[Conditioning, Conditioning | None]:
+        """Super-resolution models (guided-diffusion ``SuperResModel``): the low-resolution images ``(B, c, s, s)``
+        in [−1, 1], bilinearly upsampled to the sample size (``F.interpolate``, ``align_corners=False``), become
+        ``Conditioning.concat`` of both branches; other models refuse images."""
+        spec = self.components.low_res_conditioning
+        if spec is None:
+            return super().condition_on_images(plan, cond, uncond, images)
+        if images is None:
+            raise MinorityError(f"This is a super-resolution model: it needs low-resolution images ({UPSAMPLE_HINT}).")
+        size, ch = int(spec.get("size") or images.shape[-1]), int(spec["channels"])
+        if images.dim() != 4 or tuple(images.shape[1:]) != (ch, size, size) or images.shape[0] != len(cond):
+            raise MinorityError(f"low_res must have shape ({len(cond)}, {ch}, {size}, {size}) (got {tuple(images.shape)}): "
+                                f"this upsampler takes {size}×{size} images.")
+        mode = spec.get("interpolation", "bilinear")
+        up = torch.nn.functional.interpolate(images.float(), size=(plan.height, plan.width), mode=mode,
+                                             **({"align_corners": False} if mode in ("bilinear", "bicubic") else {}))
+        up = up.to(self.components.device)
+        return cond.replace(concat=up), (None if uncond is None else uncond.replace(concat=up))
 
     def solver_options(self) -> dict:
         sc = self.components.scheduler.config
@@ -114,6 +137,8 @@ class PixelPipeline(Pipeline):
         output_type: str = "pil",
         method: str | Method | None = None,
         progress: bool = False,
+        low_res: torch.Tensor | None = None,
+        spacing: str = "scheduler",
         **params,
     ) -> MinorityOutput:
         """Sample images.
@@ -126,15 +151,21 @@ class PixelPipeline(Pipeline):
             guidance_scale: CFG over the null class (1 = none; default: the model folder's ``minority_defaults``
                 guidance for class-conditional sampling, else 1).
             generator / seeds: one per image (SPEC §3.4).
-            method: ``ancestral``, ``ddim`` or ``sgms`` (a name with SGMS flags as keyword arguments, or an object).
+            method: ``ancestral``, ``ddim``, ``sgms`` or ``boost-skip`` (a name with its hyperparameters as keyword
+                arguments, or an object).
+            low_res: super-resolution models only: the low-resolution images ``(B, 3, s, s)`` in [−1, 1].
+            spacing: ``scheduler`` (the scheduler's ``set_timesteps`` grid) or ``adm`` (guided-diffusion's
+                ``timestep_respacing``: the SGMS / Boost-and-Skip papers' grid).
         """
         if class_labels is None or isinstance(class_labels, int):
-            labels = [class_labels] * int(num_images or (len(seeds) if seeds is not None else 1))
+            n = len(seeds) if seeds is not None else (low_res.shape[0] if low_res is not None else 1)
+            labels = [class_labels] * int(num_images or n)
         else:
             labels = list(class_labels)
         plan = self.plan(labels, method, params, steps=num_inference_steps, guidance=guidance_scale,
-                         output_type=output_type)
-        return self.run_batch(plan, labels, generator=generator, seeds=seeds, latents=latents, progress=progress)
+                         output_type=output_type, spacing=spacing)
+        return self.run_batch(plan, labels, generator=generator, seeds=seeds, latents=latents, progress=progress,
+                              low_res=low_res)
 
 
 def load_pipeline(model: str | None = None, *, lightning_unet: str | None = None, device="cpu",

@@ -23,7 +23,7 @@ from minority.core.context import RunContext
 from minority.core.params import hyperparameter, validate_fields
 from minority.core.rng import make_generators, randn_per_sample
 from minority.core.sampling import needs_uncond, sample
-from minority.core.schedules import timestep_pairs
+from minority.core.schedules import SPACINGS, timestep_pairs
 from minority.errors import MinorityError
 from minority.methods import METHODS, Method, make_method
 from minority.pipelines.components import Components
@@ -39,6 +39,8 @@ class Sampling:
     guidance: float | None = hyperparameter(None, "classifier-free guidance w (1 = none; cfgpp: λ in [0, 1])", low=0.0)
     height: int | None = hyperparameter(None, "image height in pixels", low=1)
     width: int | None = hyperparameter(None, "image width in pixels", low=1)
+    spacing: str = hyperparameter("scheduler", "timestep grid: scheduler (its set_timesteps) or adm "
+                                  "(guided-diffusion's timestep_respacing; pixel models)", choices=SPACINGS)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -55,6 +57,7 @@ class RunPlan:
     width: int
     output_type: str
     pairs: tuple[tuple[int, int], ...]
+    spacing: str = "scheduler"
 
     @property
     def solver(self) -> str:
@@ -167,23 +170,32 @@ class Pipeline:
         """Scheduler options of the solvers (``clip_sample``, ``variance_type``)."""
         return {}
 
+    def condition_on_images(self, plan: RunPlan, cond: Conditioning, uncond: Conditioning | None,
+                            images: torch.Tensor | None) -> tuple[Conditioning, Conditioning | None]:
+        """Add conditioning images (a super-resolution model's low-resolution inputs) to both branches; models
+        that take none refuse them."""
+        if images is not None:
+            raise MinorityError("This model takes no conditioning images (low_res): drop them.")
+        return cond, uncond
+
     def settings_extra(self, items: list, negatives: list[str] | None) -> dict:
         return {}
 
     # -- the run ---------------------------------------------------------------------------------------
-    def pairs(self, steps: int) -> tuple[tuple[int, int], ...]:
-        """The (t, t_next) grid for ``steps`` (computed once per step count)."""
-        if steps not in self._pairs:
-            self._pairs[steps] = tuple(timestep_pairs(self.components.scheduler, steps))
-        return self._pairs[steps]
+    def pairs(self, steps: int, spacing: str = "scheduler") -> tuple[tuple[int, int], ...]:
+        """The (t, t_next) grid for ``steps`` and ``spacing`` (computed once per setting)."""
+        if (steps, spacing) not in self._pairs:
+            self._pairs[steps, spacing] = tuple(timestep_pairs(self.components.scheduler, steps, spacing))
+        return self._pairs[steps, spacing]
 
-    def grid(self, steps: int, height: int, width: int) -> tuple[tuple[int, int], ...]:
+    def grid(self, steps: int, height: int, width: int, spacing: str = "scheduler") -> tuple[tuple[int, int], ...]:
         """The (t, t_next) grid of a run (flow families: it depends on the image size)."""
-        return self.pairs(steps)
+        return self.pairs(steps, spacing)
 
     def plan(self, items: list, method: str | Method | None = None, params: dict | None = None, *,
              steps: int | None = None, guidance: float | None = None, height: int | None = None,
-             width: int | None = None, output_type: str = "pil", group_ids: list[int] | None = None) -> RunPlan:
+             width: int | None = None, output_type: str = "pil", group_ids: list[int] | None = None,
+             spacing: str = "scheduler") -> RunPlan:
         """Check every input and resolve every default once for a run over ``items`` (raises MinorityError)."""
         c = self.components
         m = make_method(method or self.default_method, params)
@@ -191,7 +203,9 @@ class Pipeline:
             where = "text-to-image" if self.kind == "pixel" else "pixel-space"
             raise MinorityError(f"Method {m.name!r} is for {where} models only; this model takes "
                                 f"{', '.join(n for n, k in _kinds().items() if self.kind in k)}.")
-        s = Sampling(steps, guidance, height, width)  # declarations: finite, in range
+        s = Sampling(steps, guidance, height, width, spacing)  # declarations: finite, in range
+        if spacing == "adm" and self.kind != "pixel":
+            raise MinorityError("--spacing adm is guided-diffusion's respacing for pixel models: drop it here.")
         if output_type not in OUTPUT_TYPES:
             raise MinorityError(f"output_type must be pil, np, pt or latent (got {output_type!r}).")
         steps = int(s.steps if s.steps is not None else c.defaults["steps"])
@@ -200,7 +214,7 @@ class Pipeline:
         self.check_items(items, guidance)
         self.check_method(m, guidance)
         plan = RunPlan(m.resolved(c.family), steps, guidance, height, width, output_type,
-                       self.grid(steps, height, width))
+                       self.grid(steps, height, width, spacing), spacing)
         m.check(self.context(plan, items, [None] * len(items), group_ids))
         return plan
 
@@ -210,15 +224,17 @@ class Pipeline:
         return RunContext(family=c.family, latent=c.is_latent, prompts=[str(x) for x in items], seeds=seeds,
                           group_ids=group_ids or list(range(len(items))), steps=plan.steps, guidance=plan.guidance,
                           pairs=plan.pairs, prompt_encoder=getattr(self, "prompt_encoder", None), unet=c.unet,
-                          scheduler=c.scheduler, **kw)
+                          scheduler=c.scheduler, spacing=plan.spacing, **kw)
 
     def run_batch(self, plan: RunPlan, items: list, *, negatives: list[str] | None = None,
                   group_ids: list[int] | None = None, generator=None, seeds: Sequence[int] | None = None,
-                  latents: torch.Tensor | None = None, progress: bool = False) -> MinorityOutput:
-        """Sample one batch of a planned run: ``items`` (B prompts / class labels) with per-image seeds."""
+                  latents: torch.Tensor | None = None, progress: bool = False,
+                  low_res: torch.Tensor | None = None) -> MinorityOutput:
+        """Sample one batch of a planned run: ``items`` (B prompts / class labels) with per-image seeds;
+        ``low_res`` ``(B, c, h, w)`` in [−1, 1]: the conditioning images of super-resolution models."""
         c, batch = self.components, len(items)
         gens, seed_list = generators_for(batch, generator, seeds)
-        cond, uncond = self.encode(plan, items, negatives)
+        cond, uncond = self.condition_on_images(plan, *self.encode(plan, items, negatives), low_res)
         shape = self.latent_shape(plan)
         if latents is None:  # SPEC §3.4: each image's first draw; the method's draws follow
             latents = randn_per_sample(gens, shape, device=c.device) * float(getattr(c.scheduler, "init_noise_sigma", 1.0))
@@ -228,15 +244,18 @@ class Pipeline:
         hooks = plan.method.hooks(run)
         calls0, evals0 = self.denoiser.calls, self.denoiser.samples_evaluated
         bar = _progress_bar(plan, progress)
-        z0, records = sample(self.denoiser, latents.to(c.device, torch.float32), cond, uncond, plan.pairs,
-                             plan.guidance, gens, solver=plan.solver, hooks=hooks, progress=bar,
+        boost, start = plan.method.start(plan.steps)  # (1, 0) but for Boost-and-Skip: γ z_T from grid index Δt
+        z = latents.to(c.device, torch.float32)
+        z0, records = sample(self.denoiser, z if boost == 1.0 else boost * z, cond, uncond, plan.pairs,
+                             plan.guidance, gens, solver=plan.solver, hooks=hooks, progress=bar, start=start,
                              **self.solver_options())
         if bar is not None:
             bar.close()
         with torch.no_grad():
             images = z0 if plan.output_type == "latent" else to_output(self.denoiser.decode(z0), plan.output_type)
         settings = {"method": plan.method.name, "params": plan.method.to_dict(), "steps": plan.steps,
-                    "guidance": plan.guidance, "height": plan.height, "width": plan.width,
+                    "guidance": plan.guidance, **({"spacing": plan.spacing} if plan.spacing != "scheduler" else {}),
+                    "height": plan.height, "width": plan.width,
                     "negative_prompt": negatives[0] if negatives else None, "model": c.name, "family": c.family,
                     "unet_calls": self.denoiser.calls - calls0,
                     "unet_sample_evals": self.denoiser.samples_evaluated - evals0, **self.settings_extra(items, negatives)}

@@ -107,10 +107,12 @@ class MinorityPipeline(Pipeline):
                 )
         return height, width
 
-    def grid(self, steps: int, height: int, width: int) -> tuple:
+    def grid(self, steps: int, height: int, width: int, spacing: str = "scheduler") -> tuple:
         c = self.components
         if not isinstance(c, FlowComponents):
-            return self.pairs(steps)
+            return self.pairs(steps, spacing)
+        if spacing != "scheduler":
+            raise MinorityError(f"spacing {spacing!r} is for pixel DDPM models; flow models use their scheduler's grid.")
         pairs, sigmas = c.grid(steps, height, width)
         self.denoiser.sigmas.update(sigmas)  # the exact σ of each grid timestep (float32 as the scheduler's)
         return tuple(pairs)

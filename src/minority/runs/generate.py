@@ -66,6 +66,7 @@ class GenerateConfig:
     method: str | Method = "ddim"
     seeds: tuple[int, ...] = (0,)
     steps: int | None = None
+    spacing: str = "scheduler"
     guidance: float | None = None
     negative_prompt: str | None = None
     height: int | None = None
@@ -100,7 +101,7 @@ class GenerateConfig:
         """Check the settings that need no model (raises :class:`MinorityError`)."""
         if any(not p.strip() for p in self.prompts):
             raise MinorityError("A prompt is empty: remove it, or use --guidance 1 with a blank prompt on purpose.")
-        Sampling(self.steps, self.guidance, self.height, self.width)  # the declarations: finite, in range
+        Sampling(self.steps, self.guidance, self.height, self.width, self.spacing)  # the declarations: finite, in range
         if self.batch_size < 1:
             raise MinorityError(f"--batch-size must be >= 1 (got {self.batch_size}).")
         if self.dtype not in DTYPES:

@@ -66,7 +66,7 @@ def make_plan(cfg: GenerateConfig, pipe) -> Plan:
     first_batch = work_units(jobs, True)[0] if whole else jobs[: cfg.batch_size]
     run = pipe.plan([items[j.prompt_index] for j in jobs], cfg.method, steps=cfg.steps,
                     guidance=cfg.guidance, height=None if pixel else cfg.height, width=None if pixel else cfg.width,
-                    group_ids=[j.prompt_index for j in jobs] if whole else None)
+                    group_ids=[j.prompt_index for j in jobs] if whole else None, spacing=cfg.spacing)
     if whole:  # objectives over a prompt's images: check the first batch as it will be sampled
         run.method.check(pipe.context(run, [items[j.prompt_index] for j in first_batch], [j.seed for j in first_batch],
                                       [j.prompt_index for j in first_batch]))

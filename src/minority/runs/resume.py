@@ -14,11 +14,13 @@ from minority.errors import MinorityError
 #: config.json keys that must be equal, with the flag that sets each (for the error message).
 COMPARED = {
     "model": "--model", "lightning_unet": "--lightning-unet", "dtype": "--dtype", "method": "--method",
-    "params": "method flags", "steps": "--steps", "guidance": "--guidance", "height": "--height",
-    "width": "--width", "negative_prompt": "--negative-prompt", "prompts": "prompts / --prompts-file",
+    "params": "method flags", "steps": "--steps", "spacing": "--spacing", "guidance": "--guidance",
+    "height": "--height", "width": "--width", "negative_prompt": "--negative-prompt", "prompts": "prompts / --prompts-file",
     "class_labels": "--class-label", "seeds": "--seed/--seeds/--images-per-prompt",
     "prompt_seeds": "per-prompt seeds (prompts file)", "negative_prompts": "per-prompt negative prompts (prompts file)",
 }
+#: values of keys an older minority did not write (what it ran with).
+_OLD_DEFAULTS = {"spacing": "scheduler"}
 
 
 def _normal(value):
@@ -28,7 +30,7 @@ def _normal(value):
 def comparable(config: dict) -> dict:
     """The compared values of a ``config.json`` dict: resolved values where the run recorded them."""
     resolved = config.get("resolved") or {}
-    return {k: _normal(resolved.get(k, config.get(k))) for k in COMPARED}
+    return {k: _normal(resolved.get(k, config.get(k, _OLD_DEFAULTS.get(k)))) for k in COMPARED}
 
 
 _UNSET = "(unset)"

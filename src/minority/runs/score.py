@@ -97,6 +97,9 @@ def score_images(images: str | Path, model: str, out: str | Path, perturb: float
     pipe = load_pipeline(model, device=device)
     c = pipe.components
     pixel = isinstance(pipe, PixelPipeline)
+    if c.low_res_conditioning is not None:
+        raise MinorityError(f"{model} is a super-resolution model (it needs low-resolution inputs): score with the "
+                            "base model instead.")
     dist = get_distance(distance or ("enet-lpips" if pixel else "l2"), latent=not pixel)
     scores: list[float] = []
     from tqdm.auto import tqdm

@@ -1,7 +1,6 @@
 """CLI glue of ``minority train fashion-sd|fashion-ddpm|fashion-classifier``.
 
 The main CLI owner wires it as::
-
     sub = subparsers.add_parser("train", help=...)
     add_train_arguments(sub)
     ... return run_train(args)
@@ -20,6 +19,8 @@ import torch
 
 from minority.embedded import ASSETS_DIR, MODEL_NAMES
 from minority.errors import MinorityError
+from minority.training import train_classifier, train_ddpm, train_sd
+from minority.training.common import config_from_dict
 
 DEFAULT_RUNS_DIR = Path("runs")
 # flags that may override a saved config when resuming (argparse default None = not given)
@@ -66,16 +67,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def _recipe(name: str):
     """(config class, default config, tiny config, train function) of model ``name``."""
     if name == "fashion-classifier":
-        from minority.training import train_classifier as m
-
+        m = train_classifier
         return m.ClassifierTrainConfig, m.ClassifierTrainConfig(), m.tiny_config(), m.train_classifier
     if name == "fashion-ddpm":
-        from minority.training import train_ddpm as m
-
+        m = train_ddpm
         return m.DDPMTrainConfig, m.DDPMTrainConfig(), m.tiny_config(), m.train_ddpm
     if name == "fashion-sd":
-        from minority.training import train_sd as m
-
+        m = train_sd
         return m.SDTrainConfig, m.SDTrainConfig(), m.tiny_config(), m.train_sd
     raise MinorityError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
 
@@ -95,7 +93,6 @@ def run_train(args: argparse.Namespace) -> int:
         cfg_path = out / "config.json"
         if not cfg_path.is_file():
             raise MinorityError(f"--resume given but {cfg_path} does not exist: start without --resume")
-        from minority.training.common import config_from_dict
 
         config = config_from_dict(cls, json.loads(cfg_path.read_text()))
     else:

@@ -24,7 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from minority.data.captions import CLASS_NAMES
 from minority.errors import MinorityError
+from minority.metrics.cache import FeatureCache, default_cache_dir
+from minority.metrics.features import extract_features, load_extractor
+from minority.metrics.frechet import frechet_distance
+from minority.metrics.references import open_reference
+from minority.pipelines.pixel import PixelPipeline, load_pipeline
+from minority.runs.generate import GenerateConfig, run_generate
+from minority.runs.grid import labelled_grid
+from minority.runs.io import read_jsonl
+from minority.runs.model_scores import evaluate
 
 log = logging.getLogger("minority")
 
@@ -33,8 +43,6 @@ REFERENCE = "fashion-mnist:test"
 
 
 def _class_names() -> list[str]:
-    from minority.data.captions import CLASS_NAMES
-
     return list(CLASS_NAMES)
 
 
@@ -42,10 +50,6 @@ def _real_fd(reference: str, train_images: int, batch_size: int, data_dir, featu
     """Fréchet distance between the first ``train_images`` real training images (Fashion-MNIST's order is already
     random; the same set as the reference spec ``fashion-mnist:train:limit=N``, so cached features are shared)
     and ``reference``."""
-    from minority.metrics.cache import FeatureCache, default_cache_dir
-    from minority.metrics.features import extract_features, load_extractor
-    from minority.metrics.frechet import frechet_distance
-    from minority.metrics.references import open_reference
 
     train, _ = open_reference("fashion-mnist:train", data_dir)
     ref, _ = open_reference(reference, data_dir)
@@ -69,8 +73,6 @@ def _per_class(per_image: list[dict], n_classes: int) -> list[float]:
 def _grid(samples: Path, names: list[str], seeds: list[int], path: Path, title: str) -> None:
     from PIL import Image
 
-    from minority.runs.grid import labelled_grid
-    from minority.runs.io import read_jsonl
 
     entries = read_jsonl(samples / "manifest.jsonl")
     by = {}
@@ -101,9 +103,7 @@ def measure_quality(model: str, out: str | Path, seeds: int = 20, steps: int | N
     Returns:
         The ``quality.json`` dictionary.
     """
-    from minority.metrics import evaluate
-    from minority.pipelines.pixel import PixelPipeline, load_pipeline
-    from minority.runs.generate import GenerateConfig, run_generate
+    # long: the quality protocol's steps (generate, classify, FD, grid, report) in order
 
     if seeds < 2:
         raise MinorityError(f"--seeds must be >= 2 (got {seeds}): the Fréchet distance needs several samples per class.")

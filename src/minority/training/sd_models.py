@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from minority.pipelines.clip_vocab import write_clip_tokenizer_files
+
 CLIP_BOS, CLIP_EOS = 49406, 49407
 
 # Stable Diffusion 1.x noise schedule (the DDIM scheduler shipped with the pipeline)
@@ -128,7 +130,6 @@ def _finish_folder(folder: Path) -> None:
     import json
     import shutil
 
-    from minority.pipelines.clip_vocab import write_clip_tokenizer_files
 
     cfg_path = folder / "text_encoder" / "config.json"
     cfg = json.loads(cfg_path.read_text())

@@ -10,8 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from minority.data import load_fashion_mnist, to_model_input
-from minority.nets.fashion_classifier import ClassifierConfig, FashionClassifier, save_classifier
-from minority.training.common import Run, batch_indices, random_shift_flip, select_device, warmup_cosine
+from minority.nets.fashion_classifier import (
+    ClassifierConfig,
+    FashionClassifier,
+    load_classifier,
+    save_classifier,
+)
+from minority.training.checkpoint import Run
+from minority.training.common import batch_indices, random_shift_flip, select_device, warmup_cosine
 from minority.training.provenance import data_fingerprint, write_provenance
 
 
@@ -54,6 +60,7 @@ def train_classifier(config: ClassifierTrainConfig, run_dir: str | Path, *, data
 
     Returns the export folder, or None when stopped early by ``max_minutes`` (resume later).
     """
+    # long: the training loop (setup, resume, epochs, checkpoint, export) read top to bottom
     dev = select_device(device)
     torch.manual_seed(config.seed)
     data = load_fashion_mnist(data_dir)
@@ -102,7 +109,6 @@ def train_classifier(config: ClassifierTrainConfig, run_dir: str | Path, *, data
         shutil.rmtree(out)
     save_classifier(model.cpu().eval(), out, dtype=torch.float16)
     # fp16 export must not change the result
-    from minority.nets.fashion_classifier import load_classifier
 
     acc16 = evaluate_accuracy(load_classifier(out), x_test, y_test)
     run.log(f"exported to {out} (fp16 weights, test accuracy {acc16:.4f})")

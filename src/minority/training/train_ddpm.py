@@ -16,12 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from minority.core.denoiser import renoise, to_eps_x0, training_target
+from minority.embedded import resolve_embedded
+from minority.nets.fashion_classifier import load_classifier
+from minority.pipelines.pixel import PixelPipeline
+from minority.training.checkpoint import start_training
 from minority.training.common import (
     EMA,
     batch_indices,
     random_shift_flip,
     save_grid,
-    start_training,
     update_model_index,
     warmup_cosine,
 )
@@ -87,51 +90,22 @@ def build_ddpm_scheduler(cfg: DDPMTrainConfig):
                          variance_type="learned_range" if cfg.learned_variance else "fixed_small")
 
 
-@torch.no_grad()
-def sample_ddpm(unet, scheduler, labels: torch.Tensor, steps: int, generators: list[torch.Generator],
-                guidance: float = 1.0) -> torch.Tensor:
-    """Ancestral samples ``(B, 1, 32, 32)`` in [-1, 1] for class ``labels (B,)`` (10 = unconditional).
-
-    With ``guidance != 1`` the ε channel is ``ε_u + w (ε_c − ε_u)`` (variance channel: conditional).
-    One generator per sample (SPEC §3.4).
-    """
-    from minority.core.rng import randn_per_sample
-
-    device = next(unet.parameters()).device
-    scheduler.set_timesteps(steps)
-    x = randn_per_sample(generators, (unet.config.in_channels, 32, 32), device)
-    labels = labels.to(device)
-    for t in scheduler.timesteps:
-        tt = t.expand(len(x)).to(device)
-        out = unet(x, tt, class_labels=labels).sample
-        if guidance != 1.0:
-            unc = unet(x, tt, class_labels=torch.full_like(labels, NULL_CLASS)).sample
-            c = x.shape[1]
-            out = torch.cat([unc[:, :c] + guidance * (out[:, :c] - unc[:, :c]), out[:, c:]], 1)
-        prev = []
-        for i in range(len(x)):
-            prev.append(scheduler.step(out[i : i + 1], t, x[i : i + 1], generator=generators[i]).prev_sample)
-        x = torch.cat(prev)
-    return x.clamp(-1, 1)
-
-
-def ddpm_alignment(unet, scheduler, images_per_class: int, steps: int, seed: int,
+def ddpm_alignment(folder: Path, images_per_class: int, steps: int, seed: int, device: torch.device,
                    grid_path: Path | None = None) -> dict[str, float] | None:
-    """Classifier accuracy of conditional samples (None without the embedded classifier); grid to ``grid_path``."""
-    from minority.embedded import resolve_embedded
-    from minority.nets.fashion_classifier import load_classifier
-
+    """Classifier accuracy of class-conditional samples of the exported model ``folder`` (None without the
+    embedded classifier), drawn by the library's own ancestral sampler at guidance 1 (image i seeded
+    ``seed + i``); the samples as a grid (one row per class) to ``grid_path``."""
     labels = torch.arange(10).repeat_interleave(images_per_class)
-    gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(labels))]
-    x = sample_ddpm(unet, scheduler, labels, steps, gens)
+    pipe = PixelPipeline.from_pretrained(str(folder), device=device)
+    x = pipe(class_labels=labels.tolist(), num_inference_steps=steps, guidance_scale=1.0, method="ancestral",
+             seeds=[seed + i for i in range(len(labels))], output_type="pt").images * 2 - 1  # (B, 1, 32, 32)
     if grid_path is not None:
         save_grid(x, grid_path, nrow=images_per_class)
     clf_dir = resolve_embedded("fashion-classifier")
     if clf_dir is None:
         return None
-    device = next(unet.parameters()).device
     clf = load_classifier(clf_dir, device)
-    acc = float((clf(x).argmax(1).cpu() == labels).float().mean())
+    acc = float((clf(x.to(device)).argmax(1).cpu() == labels).float().mean())
     return {"class_accuracy_guidance_1": acc, "eval_steps": steps, "eval_samples": len(labels)}
 
 
@@ -143,6 +117,7 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
 
     Returns the export folder, or None when stopped by ``max_minutes`` (continue with ``resume=True``).
     """
+    # long: the training loop (setup, resume, steps, EMA, checkpoint, preview, export) read top to bottom
     from diffusers import DDPMPipeline
 
     dev, data, x_train, y_train, run = start_training(
@@ -208,8 +183,8 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
     # the null class lets minority sample unconditionally and with CFG
     update_model_index(out, null_class_label=NULL_CLASS, minority_defaults={"guidance": config.eval_guidance})
     metrics: dict[str, float | int] = {"final_loss": run.state["history"]["unet"][-1][1]}
-    align = ddpm_alignment(unet, build_ddpm_scheduler(config), config.eval_images_per_class, config.eval_steps,
-                           config.seed, grid_path=run.dir / "samples.png")
+    align = ddpm_alignment(out, config.eval_images_per_class, config.eval_steps, config.seed, dev,
+                           grid_path=run.dir / "samples.png")
     if align:
         metrics.update(align)
     run.log(f"exported to {out}; metrics {metrics}")

@@ -20,11 +20,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from minority.data import class_prompts, make_captions, to_model_input
+from minority.embedded import resolve_embedded
+from minority.nets.fashion_classifier import load_classifier
+from minority.pipelines.clip_vocab import load_clip_tokenizer
+from minority.pipelines.text2image import MinorityPipeline
+from minority.training.checkpoint import start_training
 from minority.training.common import (
     EMA,
     batch_indices,
     save_grid,
-    start_training,
     update_model_index,
     warmup_cosine,
 )
@@ -117,15 +121,10 @@ def sample_alignment(folder: Path, images_per_class: int, steps: int, guidance: 
                      device: torch.device, grid_path: Path | None = None) -> dict[str, float] | None:
     """Classifier accuracy of pipeline samples of the 10 class prompts (None without the embedded classifier).
 
-    Also writes the samples at ``guidance`` as a grid (one row per class) to ``grid_path``.
+    Sampled by the library's own DDIM loop (:class:`minority.pipelines.text2image.MinorityPipeline`) from the
+    exported folder; also writes the samples at ``guidance`` as a grid (one row per class) to ``grid_path``.
     """
-    from diffusers import StableDiffusionPipeline
-
-    from minority.embedded import resolve_embedded
-    from minority.nets.fashion_classifier import load_classifier
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder)).to(device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = MinorityPipeline.from_pretrained(str(folder), device=device)  # the library's own DDIM loop
     if grid_path is not None:
         gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(8)]
         rows = [pipe([p] * 8, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
@@ -161,7 +160,7 @@ def train_sd(config: SDTrainConfig, run_dir: str | Path, *, data_dir: str | Path
 
     Returns the export folder, or None when stopped by ``max_minutes`` (continue with ``resume=True``).
     """
-    from minority.pipelines.clip_vocab import load_clip_tokenizer
+    # long: the training loop (setup, resume, steps, EMA, checkpoint, preview, export) read top to bottom
 
     dev, data, x_train, y_train, run = start_training(
         config, run_dir, data_dir=data_dir, device=device, resume=resume, checkpoint_minutes=checkpoint_minutes,

@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minority.data.captions import CLASS_NAMES, SYNONYMS
 from minority.errors import MinorityError
-from minority.metrics.features import FeatureExtractor
+from minority.metrics.extractors.base import FeatureExtractor
+from minority.nets.fashion_classifier import load_classifier
 
 
 class ClassifierExtractor(FeatureExtractor):
@@ -57,14 +59,6 @@ class ClassifierExtractor(FeatureExtractor):
 
 def load_fashion_classifier(weights: str | Path | None = None, device: str | torch.device = "cpu") -> ClassifierExtractor:
     """Registry loader of ``fashion-classifier``: the embedded classifier, or the folder ``weights``."""
-    try:
-        from minority.data.captions import CLASS_NAMES, SYNONYMS
-        from minority.nets.fashion_classifier import load_classifier
-    except ImportError as exc:
-        raise MinorityError(
-            "the fashion-classifier code (minority.nets.fashion_classifier) is not available in this install: "
-            "register a loader with minority.metrics.register_extractor('fashion-classifier', loader)"
-        ) from exc
     model = load_classifier(weights, device=device)
     synonyms = [[noun for noun, _ in group] for group in SYNONYMS]
     return ClassifierExtractor(model, name="fashion-classifier", class_names=CLASS_NAMES, class_synonyms=synonyms)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minority.metrics.features import FeatureExtractor
+from minority.metrics.extractors.base import FeatureExtractor
 from minority.nets.efficientnet import efficientnet_lite0
 
 MEAN, STD = 127.0, 128.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from minority.errors import MinorityError
-from minority.metrics.features import FeatureExtractor
+from minority.metrics.extractors.base import FeatureExtractor
 
 HUB_IDS = {
     "clip-vit-l14": "openai/clip-vit-large-patch14",

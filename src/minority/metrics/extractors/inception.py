@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minority.errors import MinorityError
-from minority.metrics.features import FeatureExtractor
+from minority.metrics.extractors.base import FeatureExtractor
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_HINT = (

@@ -1,4 +1,4 @@
-"""``minority evaluate``: argparse wiring for :func:`minority.metrics.evaluate`.
+"""``minority evaluate``: argparse wiring for :func:`minority.runs.model_scores.evaluate` (the metrics suite).
 
 The main CLI calls :func:`add_evaluate_arguments` on the sub-parser and :func:`run_evaluate` with the
 parsed arguments. Help texts show every default (``ArgumentDefaultsHelpFormatter``-compatible).
@@ -7,31 +7,13 @@ parsed arguments. Help texts show every default (``ArgumentDefaultsHelpFormatter
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from minority.errors import MinorityError
-from minority.metrics.evaluate import (
-    DEFAULT_METRICS,
-    DEFAULT_SETTINGS,
-    METRICS,
-    evaluate,
-    format_table,
-    output_paths,
-)
-
-
-def key_value(text: str) -> tuple[str, object]:
-    """argparse type for ``KEY=VALUE`` options: the value is parsed as JSON when it can be, else kept as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
+from minority.metrics.catalog import DEFAULT_METRICS, DEFAULT_SETTINGS, METRICS, key_value
+from minority.metrics.results import format_table, output_paths
+from minority.runs.model_scores import evaluate
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -89,7 +71,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m minority.metrics.cli``)."""
+    """Stand-alone entry point (``python -m minority.cli.evaluate``)."""
     parser = argparse.ArgumentParser(prog="minority evaluate", description="Evaluate generated images.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_evaluate_arguments(parser)

@@ -1,0 +1,2 @@
+"""guided-diffusion (ADM) checkpoints: flag parsing (:mod:`.flags`), the diffusers layout (:mod:`.layout`) and
+the converter (:mod:`.convert`)."""
