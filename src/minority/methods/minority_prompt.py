@@ -239,15 +239,13 @@ class MinorityPrompt(Method):
                                choices=("word", "mean", "random"))
     init_word: str | None = hyperparameter(None, "one-token word whose embedding initialises v (default: SD/SDXL "
                                            "'cool', Lightning 'handsome')")
-    placeholder: str = hyperparameter("<minority>", "placeholder string (made unique per image) used in the saved "
-                                      "embeddings")
+    placeholder: str = hyperparameter("<minority>", "placeholder (made unique per image) in the saved embeddings")
     base_prompt_between: bool = hyperparameter(True, "use the original prompt C on non-optimised steps (MP §3.3)")
     tweedie_cfg: bool = hyperparameter(False, "ablation (MP Tab. 2): CFG predictions in both Tweedie estimates")
     stop_grad_second: bool = hyperparameter(False, "ablation (MP Tab. 2): no gradient through ẑ0² (drop the λ term)")
     cv_in_second: bool = hyperparameter(False, "ablation (MP Tab. 2): feed C_v instead of C to the second prediction")
     solver: str = hyperparameter("ddim", "sampling solver the optimised token drives", choices=("ddim", "cfgpp"))
-    gradient_checkpointing: bool = hyperparameter(False, "recompute UNet activations in the backward pass "
-                                                  "(SDXL-size memory)")
+    gradient_checkpointing: bool = hyperparameter(False, "recompute activations in the backward pass (less memory)")
 
     def resolved(self, family: str) -> MinorityPrompt:
         """``opt_every`` and ``init_word`` filled in from the family's defaults."""
