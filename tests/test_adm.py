@@ -402,6 +402,18 @@ def test_upsample_command_equals_guided_diffusion_super_res_sampling(folders, tm
     want = _ref_ancestral(ref, pairs, pipe.denoiser.alphas_cumprod, z, torch.tensor([993]), low, gens)
     want = ((want[0].permute(1, 2, 0).clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()
     assert np.abs(img - want).max() <= 1  # uint8 rounding of a float32 vs float64 run
+    # --spacing adm: guided-diffusion's respaced grid (the SGMS paper's runs), recorded in the manifest
+    assert main(["upsample", "--images", str(src), "--model", str(folder), "--steps", "3", "--spacing", "adm",
+                 "--out", str(tmp_path / "up-adm")]) == 0
+    adm = [json.loads(line) for line in (tmp_path / "up-adm" / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["spacing"] == "adm" for r in adm) and all(r["spacing"] == "scheduler" for r in got)
+    adm_pairs = pipe.plan([993], "ancestral", {}, steps=3, spacing="adm").pairs
+    assert [t for t, _ in adm_pairs] != [t for t, _ in pairs]
+    gens = make_generators([12])  # the initial noise, then the ancestral noises, from the image's one generator
+    z = randn_per_sample(gens, (3, 64, 64)).double()
+    want = _ref_ancestral(ref, adm_pairs, pipe.denoiser.alphas_cumprod, z, torch.tensor([993]), low, gens)
+    img = np.asarray(Image.open(tmp_path / "up-adm" / adm[1]["file"]), dtype=np.float64)
+    assert np.abs(img - ((want[0].permute(1, 2, 0).clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()).max() <= 1
 
 
 def test_upsampler_needs_low_res_and_generate_refuses(folders, tmp_path, capsys):

@@ -83,6 +83,9 @@ def add_upsample_arguments(p: argparse.ArgumentParser) -> None:
                                                   "--preset imagenet64-256-upsampler)")
     p.add_argument("--out", default="outputs/upsample", help="output folder")
     p.add_argument("--steps", type=int, default=None, help="ancestral sampling steps (default: the model's, 250)")
+    p.add_argument("--spacing", default="scheduler", choices=["scheduler", "adm"],
+                   help="timestep grid: the scheduler's, or adm = guided-diffusion's timestep_respacing (the SGMS "
+                        "paper's 250-step runs) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="image k uses seed SEED+k (default: its manifest seed)")
     p.add_argument("--class-label", type=int, default=None, help="class of every image (default: from the manifest)")
     p.add_argument("--batch-size", type=int, default=4, help="images per batch")
@@ -94,6 +97,6 @@ def add_upsample_arguments(p: argparse.ArgumentParser) -> None:
 def run_upsample(args) -> int:
     cfg = UpsampleConfig(images=args.images, model=args.model, out=args.out, steps=args.steps, seed=args.seed,
                          class_label=args.class_label, batch_size=args.batch_size, device=args.device,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, spacing=args.spacing)
     print(f"Wrote {upsample_folder(cfg)}")
     return 0

@@ -49,6 +49,7 @@ class UpsampleConfig:
     batch_size: int = 4
     device: str = "cpu"
     overwrite: bool = False
+    spacing: str = "scheduler"
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def upsample_folder(cfg: UpsampleConfig, pipe: PixelPipeline | None = None) -> P
     for start in range(0, len(inputs), cfg.batch_size):
         batch = inputs[start:start + cfg.batch_size]
         labels = [b.class_label for b in batch]
-        plan = pipe.plan(labels, "ancestral", {}, steps=cfg.steps, output_type="pil")
+        plan = pipe.plan(labels, "ancestral", {}, steps=cfg.steps, output_type="pil", spacing=cfg.spacing)
         low = torch.stack([read_low_res(b.path, size) for b in batch])
         t0 = time.perf_counter()
         res = pipe.run_batch(plan, labels, seeds=[b.seed for b in batch], low_res=low)
@@ -125,7 +126,7 @@ def upsample_folder(cfg: UpsampleConfig, pipe: PixelPipeline | None = None) -> P
         for b, img in zip(batch, res.images):
             rel = f"images/{b.path.stem}.png"
             meta = {"file": rel, "source": str(b.path), "class_label": b.class_label, "seed": b.seed,
-                    "method": "ancestral", "steps": plan.steps, "model": cfg.model, "seconds": round(sec, 3)}
+                    "method": "ancestral", "steps": plan.steps, "spacing": cfg.spacing, "model": cfg.model, "seconds": round(sec, 3)}
             save_image_atomic(img, out / rel, text=json.dumps(meta))
             append_jsonl(out / "manifest.jsonl", meta)
     return out
