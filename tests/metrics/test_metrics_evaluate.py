@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from minority.cli.evaluate import add_evaluate_arguments, main
+from minority.cli.evaluate import add_evaluate_arguments
+from minority.cli.main import main as cli_main
 from minority.errors import MinorityError
 from minority.metrics import evaluate, extract_features, lof, manifold_scores, open_image_folder
 from minority.runs.model_scores import evaluate as evaluate_with_models
@@ -141,7 +142,7 @@ def test_cli_runs_and_shows_defaults(tmp_path, gen_dir, ref_dir, pixel_extractor
             assert action.help and "default: %(default)s)" in action.help, action.dest
     help_text = parser.format_help()
     assert " ".join(help_text.split()).count("default: ") == len(parser._actions) - 1
-    code = main(["--images", str(gen_dir), "--reference", str(ref_dir), "--metrics", "precision,lof,rarity",
+    code = cli_main(["evaluate", "--images", str(gen_dir), "--reference", str(ref_dir), "--metrics", "precision,lof,rarity",
                  "--features", "test-pixels", "--out", str(tmp_path / "o"), "--set", "lof_k=5",
                  "--cache-dir", str(tmp_path / "c")])
     assert code == 0
@@ -149,7 +150,7 @@ def test_cli_runs_and_shows_defaults(tmp_path, gen_dir, ref_dir, pixel_extractor
     assert "precision" in printed and "95% CI" in printed and "outside" in printed
     saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert saved["metrics"]["lof"]["k"] == 5 and (tmp_path / "o" / "per_image.csv").is_file()
-    assert main(["--images", str(tmp_path / "nothing")]) == 2
+    assert cli_main(["evaluate", "--images", str(tmp_path / "nothing")]) == 2
 
 
 def test_likelihood_of_a_tiny_latent_model_from_the_manifest(tmp_path, imgs):

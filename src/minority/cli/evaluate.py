@@ -7,7 +7,6 @@ parsed arguments. Help texts show every default (``ArgumentDefaultsHelpFormatter
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from minority.errors import MinorityError
@@ -68,20 +67,3 @@ def run_evaluate(args: argparse.Namespace) -> int:
     json_path, csv_path = output_paths(out)
     print(f"wrote {json_path} and {csv_path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m minority.cli.evaluate``)."""
-    parser = argparse.ArgumentParser(prog="minority evaluate", description="Evaluate generated images.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_evaluate_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_evaluate(args)
-    except MinorityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
