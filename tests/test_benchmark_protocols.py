@@ -33,8 +33,11 @@ def test_protocol_contents_match_the_papers():
                      {"tweedie_cfg": True, "stop_grad_second": True, "cv_in_second": True}]
     assert "ibs" in get_protocol("mp-table3").groups[0].metrics
     sg = get_protocol("sgms-table1")
-    assert [(a.method, a.params.get("guide_every")) for a in sg.arms] == [("ancestral", None), ("ddim", None),
-                                                                         ("sgms", 1), ("sgms", 5)]
+    assert [(a.method, a.params.get("guide_every")) for a in sg.arms[:4]] == [("ancestral", None), ("ddim", None),
+                                                                             ("sgms", 1), ("sgms", 5)]
+    # Boost-and-Skip at the authors' two presets (BnS: CelebA γ 4, ImageNet-64 γ 2.5; both Δt 3)
+    assert [(a.method, a.params) for a in sg.arms[4:]] == [("boost-skip", {"gamma": 2.5, "skip": 3}),
+                                                           ("boost-skip", {"gamma": 4.0, "skip": 3})]
     assert sg.groups[0].options == (("minority", "0.1"),) and sg.default_model == "fashion-ddpm"
 
 

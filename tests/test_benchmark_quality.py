@@ -202,7 +202,10 @@ def test_sgms_table1_quick_on_a_pixel_model(pixel_dir, reference_dir, tmp_path):
     q = json.loads((out / "runs" / "ancestral" / "eval-quality" / "metrics.json").read_text())
     assert q["counts"]["reference"] == 6  # the 10% most unique of 60 reference images
     assert {r["arm"]: json.loads(r["params"]).get("guide_every") for r in rows} == {
-        "ancestral": None, "ddim": None, "sgms": 1, "sgms (guide_every=5)": 5}
+        "ancestral": None, "ddim": None, "sgms": 1, "sgms (guide_every=5)": 5,
+        "boost-skip (γ=2.5, Δt=3)": None, "boost-skip (γ=4, Δt=3)": None}
+    assert {r["arm"]: json.loads(r["params"]).get("gamma") for r in rows if "boost" in r["arm"]} == {
+        "boost-skip (γ=2.5, Δt=3)": 2.5, "boost-skip (γ=4, Δt=3)": 4.0}
     labels = {r["class_label"] for r in read_jsonl(out / "runs" / "sgms" / "manifest.jsonl")}
     assert labels == {0, 1}
 
