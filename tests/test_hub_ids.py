@@ -121,8 +121,7 @@ def test_hub_ids_with_dots_are_ids_and_files_are_refused(tmp_path):
     with pytest.raises(MinorityError, match=r"pickle checkpoint \(\.ckpt\): minority never unpickles") as err:
         resolve_model(str(tmp_path / "evil.ckpt"))
     assert "\n" not in str(err.value)
-    (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(MinorityError, match="single-file checkpoint"):
-        resolve_model(str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.safetensors").write_bytes(b"")  # single files resolve (tests/test_single_file.py loads them)
+    assert resolve_model(str(tmp_path / "model.safetensors")) == (str(tmp_path / "model.safetensors"), "single-file")
     with pytest.raises(MinorityError, match="does not exist"):
         resolve_model(str(tmp_path / "missing-folder"))

@@ -33,8 +33,11 @@ def add_generate_arguments(p: argparse.ArgumentParser, method: str) -> None:
         + "\n".join(f"  {n:16s} {m.summary}" for n, m in sorted(METHODS.items())))
     p.add_argument("prompts", nargs="*", help="prompts (each gets every seed)")
     _add_prompt_file_arguments(p)
-    p.add_argument("--model", default=None, help="embedded model name (`minority models`), diffusers folder or hub id "
-                   "(default: fashion-sd, or the tiny random pipeline until it ships)")
+    p.add_argument("--model", default=None, help="embedded model name (`minority models`), diffusers folder, hub id or "
+                   "single-file SD/SDXL .safetensors (default: fashion-sd, or the tiny random pipeline until it ships)")
+    p.add_argument("--config", default=None, dest="model_config", metavar="FOLDER_OR_ID",
+                   help="base model (diffusers folder or hub id) whose configuration a single-file .safetensors "
+                   "--model loads with; needed offline (default: diffusers' guess from the checkpoint)")
     p.add_argument("--lightning-unet", default=None, help="SDXL-Lightning UNet .safetensors (path or repo_id/file) "
                    "loaded into an SDXL base --model")
     p.add_argument("--class-label", type=int, action="append", default=None, dest="class_labels",
@@ -106,7 +109,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         model=args.model, method=method, seeds=tuple(seeds), steps=args.steps, spacing=args.spacing,
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
-        lightning_unet=args.lightning_unet, overwrite=args.overwrite, resume=args.resume, prompts_source=source, deterministic=args.deterministic,
+        lightning_unet=args.lightning_unet, model_config=args.model_config, overwrite=args.overwrite, resume=args.resume, prompts_source=source, deterministic=args.deterministic,
         **config_fields(records, tuple(args.prompts), tuple(args.class_labels or ())),
     )
 

@@ -7,6 +7,7 @@ pixel-space ``UNet2DModel`` checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from minority.embedded import resolve_embedded
 from minority.errors import MinorityError
 from minority.pipelines.components import Components
 from minority.pipelines.flow_loading import load_flow
+from minority.pipelines.single_file import load_single_file
 from minority.pipelines.tiny import build_tiny_sd
 from minority.pipelines.tiny_flow import build_tiny_flow
 
@@ -44,10 +46,6 @@ def _model_file_error(name: str, path: Path) -> MinorityError:
         return MinorityError(
             f"{name} is a pickle checkpoint ({path.suffix}): minority never unpickles files (loading one can run "
             "arbitrary code). Pass a diffusers folder or hub id, or convert the weights to safetensors first.")
-    if path.suffix.lower() == ".safetensors":
-        return MinorityError(
-            f"{name} is a single-file checkpoint: pass a diffusers folder or hub id (convert it once with diffusers' "
-            "StableDiffusionPipeline.from_single_file(...).save_pretrained(FOLDER)).")
     return MinorityError(f"{name} is a file, not a model folder: pass a diffusers folder (with model_index.json) or a "
                          "hub id.")
 
@@ -106,6 +104,8 @@ def resolve_model(name: str) -> tuple[str, str]:
     if p.is_dir():
         return str(p), "folder"
     if p.is_file():
+        if p.suffix.lower() == ".safetensors":
+            return str(p), "single-file"
         raise _model_file_error(name, p)
     if HUB_ID.match(name):
         return name, "hub"
@@ -164,6 +164,7 @@ def load_components(
     model: str,
     *,
     lightning_unet: str | None = None,
+    config: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Components:
@@ -172,22 +173,37 @@ def load_components(
     Args:
         model: hub id (``"stabilityai/stable-diffusion-2"``, ``"stabilityai/stable-diffusion-3.5-medium"``,
             ``"black-forest-labs/FLUX.1-dev"``, ...), a local diffusers folder (``model_index.json``; pixel-space:
-            a ``UNet2DModel`` and a scheduler), or an embedded model name (``minority models``).
+            a ``UNet2DModel`` and a scheduler), an embedded model name (``minority models``), or a single-file
+            SD / SDXL ``.safetensors`` checkpoint (original layout; :mod:`minority.pipelines.single_file`).
         lightning_unet: SDXL-Lightning UNet weights (path or ``repo_id/file.safetensors``) loaded into the
             base SDXL UNet; switches to trailing timesteps with guidance 1 and 4 steps by default.
+        config: base model (diffusers folder or hub id) whose configuration a single-file ``model`` is loaded
+            with (``--config``); None = diffusers' guess from the checkpoint's keys.
         device, dtype: where and in which precision to place the modules.
     Returns:
         :class:`Components` with weights frozen (no weight gradients are ever computed).
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
     location, kind = resolve_model(model)
-    kw = {"use_safetensors": True, **(hub := hub_kwargs(kind))}
+    if kind == "single-file":
+        return _single_file(Path(location), model, config, lightning_unet, device, dtype)
+    if config is not None:
+        raise MinorityError(f"--config applies to single-file .safetensors checkpoints only; {model} is a model "
+                            "folder or hub id with its own configuration: drop --config.")
+    hub = hub_kwargs(kind)
     cls = (index := _read_index(location, kind, model)).get("_class_name", "")
     if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):  # flow transformers: their own loader
         return _flow(location, model, index, kind, device, dtype, lightning_unet)
     if cls in ("DDPMPipeline", "DDIMPipeline", "UNet2DModel") or (index.get("unet") or [None, None])[1] in PIXEL_UNETS:
         return _load_pixel(location, model, device, dtype, flat=cls == "UNet2DModel", index=index, hub=hub)
+    return _load_sd(location, model, index, kind, lightning_unet, device, dtype)
+
+
+def _load_sd(location: str, model: str, index: dict, kind: str, lightning_unet: str | None, device, dtype) -> Components:
+    """An SD 1.x / 2.x / SDXL pipeline folder or hub repo (SDXL-Lightning: its UNet file loaded into the base)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    kw = {"use_safetensors": True, **(hub := hub_kwargs(kind))}
+    cls = index.get("_class_name", "")
     try:
         xl = "text_encoder_2" in index or "XL" in cls
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -219,6 +235,21 @@ def load_components(
         name=model, force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", xl)), source=kind,
         model_defaults=dict(index.get("minority_defaults", {})) if not lightning_unet else {},
     )
+    return comps.to(device=device, dtype=dtype).freeze()
+
+
+def _single_file(path: Path, model: str, config: str | None, lightning_unet: str | None, device, dtype) -> Components:
+    """A single-file SD / SDXL checkpoint (:func:`minority.pipelines.single_file.load_single_file`)."""
+    if lightning_unet:
+        raise MinorityError("--lightning-unet loads into a diffusers SDXL base folder or hub id, not into a single-file "
+                            "checkpoint: convert the checkpoint to a folder first or drop --lightning-unet.")
+    pipe, family, index = load_single_file(path, model, config, offline=hub_offline() if config is None
+                                           or not Path(config).expanduser().is_dir() else False, dtype=dtype)
+    comps = components_from_pipe(pipe)
+    comps = dataclasses.replace(comps, family=family, name=model, source="single-file",
+                                force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
+                                                                            family == "sdxl")),
+                                model_defaults=dict(index.get("minority_defaults", {})))
     return comps.to(device=device, dtype=dtype).freeze()
 
 

@@ -168,8 +168,10 @@ class PixelPipeline(Pipeline):
                               low_res=low_res)
 
 
-def load_pipeline(model: str | None = None, *, lightning_unet: str | None = None, device="cpu",
-                  torch_dtype: torch.dtype = torch.float32) -> MinorityPipeline | PixelPipeline:
-    """:class:`MinorityPipeline` for text-to-image models, :class:`PixelPipeline` for pixel-space ones."""
-    comps = load_components(model or default_model(), lightning_unet=lightning_unet, device=device, dtype=torch_dtype)
+def load_pipeline(model: str | None = None, *, lightning_unet: str | None = None, config: str | None = None,
+                  device="cpu", torch_dtype: torch.dtype = torch.float32) -> MinorityPipeline | PixelPipeline:
+    """:class:`MinorityPipeline` for text-to-image models, :class:`PixelPipeline` for pixel-space ones (``config``:
+    the base model of a single-file ``.safetensors`` ``model``, see :func:`load_components`)."""
+    comps = load_components(model or default_model(), lightning_unet=lightning_unet, config=config, device=device,
+                            dtype=torch_dtype)
     return PixelPipeline(comps) if comps.family == "pixel" else MinorityPipeline(comps)

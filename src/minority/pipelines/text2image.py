@@ -75,11 +75,12 @@ class MinorityPipeline(Pipeline):
         self.prompt_encoder = components.prompt_encoder() if components.text_encoders else None
 
     @classmethod
-    def from_pretrained(cls, model: str | None = None, *, lightning_unet: str | None = None,
+    def from_pretrained(cls, model: str | None = None, *, lightning_unet: str | None = None, config: str | None = None,
                         device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32) -> MinorityPipeline:
-        """Load a hub id, local diffusers folder or embedded model (``minority models``; default ``fashion-sd``)."""
-        return cls(load_components(model or default_model(), lightning_unet=lightning_unet, device=device,
-                                   dtype=torch_dtype))
+        """Load a hub id, local diffusers folder, embedded model (``minority models``; default ``fashion-sd``) or a
+        single-file SD / SDXL ``.safetensors`` (``config``: its base model's diffusers folder or hub id)."""
+        return cls(load_components(model or default_model(), lightning_unet=lightning_unet, config=config,
+                                   device=device, dtype=torch_dtype))
 
     @classmethod
     def from_pipe(cls, pipe) -> MinorityPipeline:

@@ -76,6 +76,7 @@ class GenerateConfig:
     dtype: str = "float32"
     out: str = "outputs/generate"
     lightning_unet: str | None = None
+    model_config: str | None = None
     overwrite: bool = False
     params: dict = field(default_factory=dict)
     class_labels: tuple = ()
@@ -166,7 +167,7 @@ def _generate_locked(cfg: GenerateConfig, ctx: ProcessContext, pipe, progress: b
                      t_start: float) -> GenerateResult:
     out = Path(cfg.out)
     if pipe is None:
-        pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, device=ctx.device,
+        pipe = load_pipeline(cfg.model, lightning_unet=cfg.lightning_unet, config=cfg.model_config, device=ctx.device,
                              torch_dtype=DTYPES[cfg.dtype])
     plan = make_plan(cfg, pipe)
     config = {**cfg.to_json(), "model": cfg.model or pipe.components.name, "resolved_device": ctx.device,

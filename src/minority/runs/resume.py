@@ -13,7 +13,7 @@ from minority.errors import MinorityError
 
 #: config.json keys that must be equal, with the flag that sets each (for the error message).
 COMPARED = {
-    "model": "--model", "lightning_unet": "--lightning-unet", "dtype": "--dtype", "method": "--method",
+    "model": "--model", "lightning_unet": "--lightning-unet", "model_config": "--config", "dtype": "--dtype", "method": "--method",
     "params": "method flags", "steps": "--steps", "spacing": "--spacing", "guidance": "--guidance",
     "height": "--height", "width": "--width", "negative_prompt": "--negative-prompt", "prompts": "prompts / --prompts-file",
     "class_labels": "--class-label", "seeds": "--seed/--seeds/--images-per-prompt",
