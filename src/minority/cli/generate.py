@@ -100,7 +100,8 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     elif args.sample is not None or args.limit is not None or args.offset:
         raise MinorityError("--sample, --offset and --limit select prompts of a --prompts-file: pass one.")
     seeds = parse_seeds(args.seeds) if args.seeds else seed_run(args.seed, args.images_per_prompt)
-    method = make_method(args.method, method_params(args, args.param_dests))  # the flags' one destination
+    given = method_params(args, args.param_dests)
+    method = make_method(args.method, given)  # the flags' one destination
     source = {}
     if args.prompts_file:
         source = {"file": str(args.prompts_file), "format": args.prompts_format, "sample": args.sample,
@@ -109,7 +110,8 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         model=args.model, method=method, seeds=tuple(seeds), steps=args.steps, spacing=args.spacing,
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
-        lightning_unet=args.lightning_unet, model_config=args.model_config, overwrite=args.overwrite, resume=args.resume, prompts_source=source, deterministic=args.deterministic,
+        lightning_unet=args.lightning_unet, model_config=args.model_config, overwrite=args.overwrite,
+        resume=args.resume, prompts_source=source, deterministic=args.deterministic, given_params=tuple(sorted(given)),
         **config_fields(records, tuple(args.prompts), tuple(args.class_labels or ())),
     )
 

@@ -58,6 +58,7 @@ class RunPlan:
     output_type: str
     pairs: tuple[tuple[int, int], ...]
     spacing: str = "scheduler"
+    model_method_defaults: dict = field(default_factory=dict)  # hyperparameters the model folder supplied
 
     @property
     def solver(self) -> str:
@@ -195,10 +196,16 @@ class Pipeline:
     def plan(self, items: list, method: str | Method | None = None, params: dict | None = None, *,
              steps: int | None = None, guidance: float | None = None, height: int | None = None,
              width: int | None = None, output_type: str = "pil", group_ids: list[int] | None = None,
-             spacing: str = "scheduler") -> RunPlan:
-        """Check every input and resolve every default once for a run over ``items`` (raises MinorityError)."""
+             spacing: str = "scheduler", given: Sequence[str] | None = None) -> RunPlan:
+        """Check every input and resolve every default once for a run over ``items`` (raises MinorityError).
+
+        The model folder's per-method defaults (``minority_defaults.methods.<method>`` in ``model_index.json``)
+        fill the hyperparameters the user did not set: those not in ``params`` when ``method`` is a name, those not
+        in ``given`` when it is a method object with ``given`` (an object alone is used as it is)."""
         c = self.components
         m = make_method(method or self.default_method, params)
+        m, applied = self.model_method_defaults(m, explicit=None if isinstance(method, Method) and given is None
+                                                else {*(params or {}), *(given or ())})
         if self.kind not in m.kinds:
             where = "text-to-image" if self.kind == "pixel" else "pixel-space"
             raise MinorityError(f"Method {m.name!r} is for {where} models only; this model takes "
@@ -214,9 +221,22 @@ class Pipeline:
         self.check_items(items, guidance)
         self.check_method(m, guidance)
         plan = RunPlan(m.resolved(c.family), steps, guidance, height, width, output_type,
-                       self.grid(steps, height, width, spacing), spacing)
+                       self.grid(steps, height, width, spacing), spacing, applied)
         m.check(self.context(plan, items, [None] * len(items), group_ids))
         return plan
+
+    def model_method_defaults(self, m: Method, explicit: set[str] | None) -> tuple[Method, dict]:
+        """``m`` with the model's per-method defaults for the hyperparameters not in ``explicit`` (None: none
+        applied), and the defaults applied."""
+        table = ((self.components.model_defaults.get("methods") or {}).get(m.name) or {}) if explicit is not None else {}
+        applied = {k: v for k, v in table.items() if k not in explicit}
+        if not applied:
+            return m, {}
+        try:
+            return make_method(m, applied), applied
+        except MinorityError as err:
+            raise MinorityError(f"The model {self.components.name}'s minority_defaults for {m.name} (model_index.json) "
+                                f"are invalid: {err}") from err
 
     def context(self, plan: RunPlan, items: list, seeds: list, group_ids: list[int] | None = None,
                 **kw) -> RunContext:
@@ -257,6 +277,7 @@ class Pipeline:
                     "guidance": plan.guidance, **({"spacing": plan.spacing} if plan.spacing != "scheduler" else {}),
                     "height": plan.height, "width": plan.width,
                     "negative_prompt": negatives[0] if negatives else None, "model": c.name, "family": c.family,
+                    **({"model_method_defaults": plan.model_method_defaults} if plan.model_method_defaults else {}),
                     "unet_calls": self.denoiser.calls - calls0,
                     "unet_sample_evals": self.denoiser.samples_evaluated - evals0, **self.settings_extra(items, negatives)}
         extras: list[dict] = [{} for _ in range(batch)]
@@ -281,7 +302,7 @@ class _Bar:
 
 
 def _progress_bar(plan: RunPlan, enabled: bool) -> _Bar | None:
-    return _Bar(plan.steps, plan.method.name) if enabled else None
+    return _Bar(plan.steps - plan.method.start(plan.steps)[1], plan.method.name) if enabled else None  # S − Δt
 
 
 def _kinds() -> dict[str, tuple[str, ...]]:

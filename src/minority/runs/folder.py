@@ -45,7 +45,9 @@ def entry_row(cfg: GenerateConfig, plan: Plan, job: Job, settings: dict, seconds
         "seed": job.seed, **({"class_label": item} if plan.pixel else {}), **meta, "method": st["method"],
         "model": st["model"], "family": st["family"], "steps": st["steps"], "guidance": st["guidance"],
         "negative_prompt": st["negative_prompt"] if plan.pixel else negative(cfg, plan, job),
-        "height": st["height"], "width": st["width"], **st["params"], "seconds": round(seconds, 4),
+        "height": st["height"], "width": st["width"], **st["params"],
+        **({"model_method_defaults": st["model_method_defaults"]} if st.get("model_method_defaults") else {}),
+        "seconds": round(seconds, 4),
     }
 
 

@@ -86,10 +86,14 @@ class GenerateConfig:
     prompt_meta: tuple = ()
     prompts_source: dict = field(default_factory=dict)
     deterministic: bool = False
+    given_params: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # The method object, built and validated once (names, types, ranges, NaN): a name plus ``params`` (the
-        # 0.1 API) or a method object. ``params`` then lists all its hyperparameters.
+        # 0.1 API) or a method object. ``params`` then lists all its hyperparameters; ``given_params`` the ones
+        # the user set (the model folder's per-method defaults fill the others; None with an object: none).
+        if isinstance(self.method, str) and self.given_params is None:
+            object.__setattr__(self, "given_params", tuple(sorted(self.params)))
         method = make_method(self.method, self.params)
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "params", method.to_dict())

@@ -66,13 +66,15 @@ def make_plan(cfg: GenerateConfig, pipe) -> Plan:
     first_batch = work_units(jobs, True)[0] if whole else jobs[: cfg.batch_size]
     run = pipe.plan([items[j.prompt_index] for j in jobs], cfg.method, steps=cfg.steps,
                     guidance=cfg.guidance, height=None if pixel else cfg.height, width=None if pixel else cfg.width,
-                    group_ids=[j.prompt_index for j in jobs] if whole else None, spacing=cfg.spacing)
+                    group_ids=[j.prompt_index for j in jobs] if whole else None, spacing=cfg.spacing,
+                    given=cfg.given_params)
     if whole:  # objectives over a prompt's images: check the first batch as it will be sampled
         run.method.check(pipe.context(run, [items[j.prompt_index] for j in first_batch], [j.seed for j in first_batch],
                                       [j.prompt_index for j in first_batch]))
     size = {} if pixel else {"height": run.height, "width": run.width}
     plan = Plan(items=items, pixel=pixel, whole_groups=whole, jobs=jobs,
-                 resolved={"params": run.method.to_dict(), "steps": run.steps, "guidance": run.guidance, **size},
+                 resolved={"params": run.method.to_dict(), "steps": run.steps, "guidance": run.guidance, **size,
+                           **({"model_method_defaults": run.model_method_defaults} if run.model_method_defaults else {})},
                  default_negative=None if pixel else (cfg.negative_prompt or method.default_negative_prompt), run=run)
     names = [plan.rel(j) for j in jobs]
     if len(set(names)) != len(names):
