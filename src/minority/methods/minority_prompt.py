@@ -243,7 +243,7 @@ class MinorityPrompt(Method):
     cv_in_second: bool = hyperparameter(False, "ablation (MP Tab. 2): feed C_v instead of C to the second prediction")
     solver: str = hyperparameter("ddim", "sampling solver the optimised token drives", choices=("ddim", "cfgpp"))
     gradient_checkpointing: bool = hyperparameter(False, "recompute activations in the backward pass (less memory)")
-    token_encoders: str = hyperparameter("clip", "SD3/FLUX: text encoders whose input embeddings carry the token",
+    token_encoders: str = hyperparameter("clip", "SD3/FLUX: encoders carrying the token: clip, t5 or both",
                                          choices=("clip", "t5", "both"))
 
     def resolved(self, family: str) -> MinorityPrompt:
