@@ -13,6 +13,7 @@ token of MinorityPrompt has a larger id). The learnable token lives in the CLIP 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 
@@ -20,6 +21,8 @@ import torch
 
 from minority.core.conditioning import Conditioning
 from minority.core.text import PromptEncoder, TokenOverride, _spliced_embeddings
+from minority.core.tokens import insert_placeholders, word_token_id
+from minority.errors import MinorityError
 
 log = logging.getLogger("minority")
 
@@ -68,7 +71,7 @@ class FlowPromptEncoder(PromptEncoder):
         n = len(self.text_encoders)
         overrides = list(overrides or []) + [None] * (n + 1)
         clip = [self._clip(k, ids[k].to(self.device), overrides[k]) for k in range(n)]
-        t5 = self._t5(ids[n] if len(ids) > n else None, ids[0].shape[0])
+        t5 = self._t5(ids[n] if len(ids) > n else None, ids[0].shape[0], overrides[n])
         if self.family == "flux":
             return Conditioning(embeds=t5, pooled=clip[0][1])
         hidden = torch.cat([h for h, _ in clip], dim=-1)
@@ -76,12 +79,85 @@ class FlowPromptEncoder(PromptEncoder):
         return Conditioning(embeds=torch.cat([hidden, t5.to(hidden.dtype)], dim=-2),
                             pooled=torch.cat([p for _, p in clip], dim=-1))
 
-    def _t5(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def _t5(self, ids: torch.Tensor | None, batch: int, override: TokenOverride | None = None) -> torch.Tensor:
         if self.t5_encoder is None or ids is None:
             p = next(self.text_encoders[0].parameters())
             return torch.zeros(batch, self.max_sequence_length, self.joint_dim, device=p.device, dtype=p.dtype)
-        return self.t5_encoder(ids.to(next(self.t5_encoder.parameters()).device))[0]
+        with _spliced_embeddings(getattr(self.t5_encoder, "encoder", self.t5_encoder), override):  # T5Stack's lookup
+            return self.t5_encoder(ids.to(next(self.t5_encoder.parameters()).device))[0]
 
     def encode_negative(self, negative_prompts: Sequence[str] | None, batch: int) -> Conditioning:
         """The unconditional branch: the negative prompts, "" by default (as diffusers; no zeros)."""
         return self.encode(negative_prompts if negative_prompts is not None else [""] * batch)
+
+
+def t5_placeholder_ids(tokenizer, prompts: Sequence[str], num_tokens: int, position: str, marker: int,
+                       max_length: int) -> torch.Tensor:
+    """T5 ids ``(B, max_length)`` of ``prompts`` with ``num_tokens`` placeholder ids ``marker, marker+1, ...``.
+
+    The ids are exactly those the tokenizer gives for ``"prompt <tok>"`` (``"<tok> prompt"`` for
+    ``position="start"``) once ``<tok>`` (and ``<tok>_1``, ...) are added tokens — what a user gets after loading the
+    token file into a diffusers pipeline (sentencepiece may put a lone ``▁`` before an added token).
+    """
+    tok = copy.deepcopy(tokenizer)
+    names = [f"<minority-slot-{j}>" for j in range(num_tokens)]
+    tok.add_tokens(names)
+    added = tok.convert_tokens_to_ids(names)
+    rows = []
+    for p in prompts:
+        text = f"{p} {' '.join(names)}" if position == "end" else f"{' '.join(names)} {p}"
+        row = tok(text, padding="max_length", max_length=max_length, truncation=True).input_ids
+        if sum(i in added for i in row) != num_tokens:
+            raise MinorityError(f"Prompt too long for the learnable T5 token(s) (T5 takes {max_length} tokens): "
+                                f"shorten it: {p[:60]!r}")
+        rows.append([marker + added.index(i) if i in added else i for i in row])
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def check_token_encoders(encoder: PromptEncoder, which: str, init_word: str | None = None) -> None:
+    """Refuse MinorityPrompt's ``token_encoders`` ``which`` where the model cannot take it (one line); ``init_word``
+    (if given) must be one T5 token too when T5 carries the token."""
+    if which == "clip":
+        return
+    if not isinstance(encoder, FlowPromptEncoder):
+        raise MinorityError(f"--token-encoders {which} applies to SD3 / FLUX models only (they have a T5 encoder): "
+                            "use --token-encoders clip (the default) on SD / SDXL.")
+    if encoder.t5_encoder is None:
+        raise MinorityError(f"--token-encoders {which} needs the T5 encoder, but this SD3 folder was loaded without "
+                            "T5: load a folder with text_encoder_3 / tokenizer_3, or use --token-encoders clip.")
+    if init_word:
+        word_token_id(encoder.t5_tokenizer, init_word)
+
+
+def token_layout(encoder: PromptEncoder, prompts: Sequence[str], which: str, num_tokens: int,
+                 position: str) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[tuple], list[str]]:
+    """Where MinorityPrompt's token goes (``which`` ``clip`` / ``t5`` / ``both``), in ``encode_ids`` order.
+
+    Returns per encoder (CLIP ..., then T5 if any): ids ``(B, L_k)``, placeholder markers ``(B, n)`` or None (no
+    token: the plain prompt), then per learnable encoder its ``(tokenizer, text_encoder)`` and token-file key.
+    """
+    B, clip_keys = len(prompts), getattr(encoder, "token_keys", None)
+    ids, markers, pairs, keys = [], [], [], []
+    clip_learn = which in ("clip", "both")
+    plain = encoder.tokenize(prompts, warn=False) if not clip_learn else None
+    for k, (tok, enc) in enumerate(zip(encoder.tokenizers, encoder.text_encoders)):
+        marker = len(tok) + 1000  # outside any vocabulary
+        if clip_learn:
+            ids.append(insert_placeholders(tok, list(prompts), num_tokens, position, marker))
+            markers.append(torch.arange(marker, marker + num_tokens).expand(B, -1))
+            pairs.append((tok, enc))
+            keys.append(clip_keys[k] if clip_keys else None)
+        else:
+            ids.append(plain[k])
+            markers.append(None)
+    fixed = encoder.fixed_ids(prompts)
+    if fixed and which in ("t5", "both"):
+        tok, marker = encoder.t5_tokenizer, len(encoder.t5_tokenizer) + 1000
+        ids.append(t5_placeholder_ids(tok, prompts, num_tokens, position, marker, encoder.max_sequence_length))
+        markers.append(torch.arange(marker, marker + num_tokens).expand(B, -1))
+        pairs.append((tok, encoder.t5_encoder))
+        keys.append("t5")
+    else:
+        ids += fixed
+        markers += [None] * len(fixed)
+    return ids, markers, pairs, keys

@@ -59,11 +59,12 @@ def word_token_id(tokenizer, word: str) -> int:
 
 
 def initial_vectors(encoder: PromptEncoder, init: str, init_word: str, num_tokens: int, batch: int,
-                    generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
+                    generators: Sequence[torch.Generator], pairs: Sequence | None = None) -> list[torch.Tensor]:
     """v_T^(0) per encoder ``(B, num_tokens, D_k)``: the embedding of ``init_word`` (``init="word"``), the vocabulary
-    mean (``"mean"``), or random (``"random"``: per-sample draws scaled to the embedding table's std)."""
+    mean (``"mean"``), or random (``"random"``: per-sample draws scaled to the embedding table's std). ``pairs``:
+    the ``(tokenizer, text_encoder)`` carrying a token (default: the encoder's CLIP ones)."""
     out = []
-    for tok, enc in zip(encoder.tokenizers, encoder.text_encoders):
+    for tok, enc in pairs if pairs is not None else zip(encoder.tokenizers, encoder.text_encoders):
         table = enc.get_input_embeddings().weight.detach()
         if init == "word":
             row = table[word_token_id(tok, init_word)]
@@ -80,8 +81,8 @@ def initial_vectors(encoder: PromptEncoder, init: str, init_word: str, num_token
 def token_embeds(placeholder: str, vectors: Sequence[torch.Tensor],
                  keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """One image's optimised token per encoder ``(num_tokens, D_k)`` keyed as textual-inversion files expect:
-    SD: the placeholder string; SDXL and SD3: ``clip_l`` / ``clip_g``; FLUX ``clip_l`` (``keys`` of the
-    prompt encoder, as diffusers' textual-inversion loaders and its advanced FLUX trainer)."""
+    SD: the placeholder string; SDXL and SD3: ``clip_l`` / ``clip_g``; FLUX ``clip_l``; plus ``t5`` when T5 carries
+    a token (``keys``, as diffusers' textual-inversion loaders and its advanced FLUX trainer)."""
     vs = [v.detach().cpu().float().contiguous() for v in vectors]
     if keys is not None:
         return dict(zip(keys, vs))

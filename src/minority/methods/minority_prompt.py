@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from minority.core import tokens
+from minority.core import flow_text, tokens
 from minority.core.conditioning import Conditioning
 from minority.core.context import RunContext
 from minority.core.denoiser import Denoiser
@@ -147,25 +147,22 @@ class PromptOptimizer(Hook):
     def __init__(self, method: MinorityPrompt, run: RunContext, objective: Objective,
                  init_vectors: list[torch.Tensor] | None = None):
         self.m, self.run, self.objective = method, run, objective
-        enc, prompts, n = run.prompt_encoder, run.prompts, method.num_tokens
-        self.ids, self.markers = [], []
-        for tok in enc.tokenizers:
-            marker = len(tok) + 1000  # outside any vocabulary
-            self.ids.append(tokens.insert_placeholders(tok, prompts, n, method.token_position, marker))
-            self.markers.append(torch.arange(marker, marker + n).expand(len(prompts), -1))
-        self.fixed_ids = enc.fixed_ids(prompts)  # encoders without a token (T5 of SD3 / FLUX): the plain prompt
+        enc, n = run.prompt_encoder, method.num_tokens
+        self.ids, self.markers, pairs, self.keys = flow_text.token_layout(enc, run.prompts, method.token_encoders, n,
+                                                                          method.token_position)
         if init_vectors is None:
-            init_vectors = tokens.initial_vectors(enc, method.init, method.init_word, n, len(prompts), run.generators)
+            init_vectors = tokens.initial_vectors(enc, method.init, method.init_word, n, len(run.prompts), run.generators, pairs)
         self.v = [v.detach().clone() for v in init_vectors]
-        self.placeholders = tokens.placeholder_strings(method.placeholder, run.seeds, len(prompts))
-        self.active = ActiveSamples(len(prompts), run.seeds)
+        self.placeholders = tokens.placeholder_strings(method.placeholder, run.seeds, len(run.prompts))
+        self.active = ActiveSamples(len(run.prompts), run.seeds)
         self.last_cond: Conditioning | None = None
         self.backward_passes = 0  # one per optimisation iteration (through both UNet forwards)
 
     def encode_v(self, vectors: list[torch.Tensor]) -> Conditioning:
         """C_v for the given token embeddings (differentiable w.r.t. ``vectors``)."""
-        overrides = [TokenOverride(m, v) for m, v in zip(self.markers, vectors)] + [None] * len(self.fixed_ids)
-        c = self.run.prompt_encoder.encode_ids(self.ids + self.fixed_ids, overrides)
+        it = iter(vectors)  # one vector per encoder with a marker, in encode_ids order
+        overrides = [None if m is None else TokenOverride(m, next(it)) for m in self.markers]
+        c = self.run.prompt_encoder.encode_ids(self.ids, overrides)
         return c.replace(time_ids=self.run.cond.time_ids, guidance=self.run.cond.guidance)
 
     def optimised_at(self, index: int) -> bool:
@@ -210,7 +207,7 @@ class PromptOptimizer(Hook):
 
     def results(self) -> list[dict]:
         """Per image: ``placeholder`` and ``token_embeds`` (textual-inversion layout, :func:`token_embeds`)."""
-        keys = getattr(self.run.prompt_encoder, "token_keys", None)
+        keys = None if None in self.keys else self.keys
         return [{"placeholder": n, "token_embeds": tokens.token_embeds(n, [v[b] for v in self.v], keys)}
                 for b, n in enumerate(self.placeholders)]
 
@@ -246,6 +243,8 @@ class MinorityPrompt(Method):
     cv_in_second: bool = hyperparameter(False, "ablation (MP Tab. 2): feed C_v instead of C to the second prediction")
     solver: str = hyperparameter("ddim", "sampling solver the optimised token drives", choices=("ddim", "cfgpp"))
     gradient_checkpointing: bool = hyperparameter(False, "recompute activations in the backward pass (less memory)")
+    token_encoders: str = hyperparameter("clip", "SD3/FLUX: encoders carrying the token: clip, t5 or both",
+                                         choices=("clip", "t5", "both"))
 
     def resolved(self, family: str) -> MinorityPrompt:
         """``opt_every`` and ``init_word`` filled in from the family's defaults."""
@@ -258,6 +257,7 @@ class MinorityPrompt(Method):
         enc = run.prompt_encoder
         if enc is None:
             raise MinorityError(f"{self.name} needs a text-to-image model (a prompt to put the token into).")
+        flow_text.check_token_encoders(enc, self.token_encoders, self.init == "word" and self.resolved(run.family).init_word)
         for tok in enc.tokenizers:
             vocab = tok.get_vocab()
             for cand in (self.placeholder, self.placeholder.lower()):
