@@ -130,3 +130,47 @@ def test_registered_with_presets():
     assert all(p["skip"] == 3 for p in BoostSkip.presets.values())
     with pytest.raises(MinorityError, match="DDIM"):
         BoostSkip(solver="ancestral").check(SimpleNamespace(latent=True, steps=10))
+
+
+def _cfg(argv):
+    from minority.cli.generate import config_from_args
+    from minority.cli.main import build_parser
+
+    return config_from_args(build_parser(argv).parse_args(argv))
+
+
+def test_preset_fills_hyperparameters_and_run_settings_flags_win():
+    """--preset: the authors' settings (BnS CelebA γ 4, Δt 3; 250 ancestral steps on the adm grid); flags win."""
+    cfg = _cfg(["generate", "--method", "boost-skip", "--preset", "celeba64", "--model", "m"])
+    assert (cfg.method.gamma, cfg.method.skip, cfg.method.solver) == (4.0, 3, "ancestral")
+    assert (cfg.steps, cfg.spacing, cfg.preset) == (250, "adm", "celeba64")
+    assert set(cfg.given_params) == {"gamma", "skip", "solver"}  # model defaults cannot override a preset
+    cfg = _cfg(["generate", "--method", "boost-skip", "--preset", "imagenet64", "--gamma", "1.5", "--steps", "20",
+                "--spacing", "scheduler", "--model", "m"])
+    assert (cfg.method.gamma, cfg.method.skip, cfg.steps, cfg.spacing) == (1.5, 3, 20, "scheduler")
+    cfg = _cfg(["generate", "--method", "sgms", "--preset", "imagenet64", "--model", "m"])
+    assert (cfg.method.scale, cfg.method.guide_every, cfg.steps, cfg.spacing) == (0.2, 2, 250, "adm")
+    assert _cfg(["generate", "--method", "ddim", "--model", "m"]).spacing == "scheduler"
+
+
+def test_preset_errors_are_one_line(capsys, tmp_path):
+    from minority.cli import main
+
+    for argv, text in ((["--method", "boost-skip", "--preset", "lsun"], "has no preset 'lsun' (its presets: celeba64"),
+                       (["--method", "ddim", "--preset", "celeba64"], "has no preset 'celeba64' (it has none)")):
+        assert main(["generate", *argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and text in err[0]
+
+
+def test_preset_run_on_a_pixel_model(fixed_dir, tmp_path):
+    from minority.cli import main
+    from minority.runs.io import read_jsonl
+
+    out = tmp_path / "p"
+    assert main(["generate", "--model", str(fixed_dir), "--method", "boost-skip", "--preset", "celeba64",
+                 "--steps", "10", "--seeds", "0", "--out", str(out)]) == 0
+    row = read_jsonl(out / "manifest.jsonl")[0]
+    assert (row["gamma"], row["skip"], row["steps"]) == (4.0, 3, 10)
+    import json
+    assert json.loads((out / "config.json").read_text())["preset"] == "celeba64"

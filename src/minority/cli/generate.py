@@ -13,7 +13,7 @@ import sys
 
 from minority.cli.method_flags import add_method_arguments, method_params
 from minority.errors import MinorityError
-from minority.methods import ALIASES, METHODS, make_method
+from minority.methods import ALIASES, METHODS, get_method, make_method
 from minority.pipelines.families import defaults_summary
 from minority.runs.distributed import launched_distributed
 from minority.runs.generate import GenerateConfig, GenerationInterrupted, generate_to_folder, preflight
@@ -49,7 +49,11 @@ def add_generate_arguments(p: argparse.ArgumentParser, method: str) -> None:
     p.add_argument("--images-per-prompt", type=int, default=1, help="images per prompt N")
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps T (default: the model's: "
                    f"{defaults_summary('steps')})")
-    p.add_argument("--spacing", choices=("scheduler", "adm"), default="scheduler",
+    presets = "; ".join(f"{n}: {', '.join(m.presets)}" for n, m in sorted(METHODS.items()) if m.presets)
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help=f"the paper's settings for --method ({presets}): hyperparameters and, where the paper fixes "
+                   "them, --steps / --spacing; flags given explicitly win")
+    p.add_argument("--spacing", choices=("scheduler", "adm"), default=None,
                    help="timestep grid: scheduler (its own set_timesteps spacing) or adm (guided-diffusion's "
                    "timestep_respacing, e.g. 250 of 1000: the SGMS / Boost-and-Skip papers' grid; pixel models) "
                    "(default: scheduler)")
@@ -100,14 +104,16 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     elif args.sample is not None or args.limit is not None or args.offset:
         raise MinorityError("--sample, --offset and --limit select prompts of a --prompts-file: pass one.")
     seeds = parse_seeds(args.seeds) if args.seeds else seed_run(args.seed, args.images_per_prompt)
-    given = method_params(args, args.param_dests)
+    fields, run = get_method(args.method).preset(args.preset) if args.preset else ({}, {})
+    given = {**fields, **method_params(args, args.param_dests)}  # a preset's values, explicit flags over them
     method = make_method(args.method, given)  # the flags' one destination
     source = {}
     if args.prompts_file:
         source = {"file": str(args.prompts_file), "format": args.prompts_format, "sample": args.sample,
                   "sample_seed": args.sample_seed, "offset": args.offset, "limit": args.limit, "count": len(records)}
     return GenerateConfig(
-        model=args.model, method=method, seeds=tuple(seeds), steps=args.steps, spacing=args.spacing,
+        model=args.model, method=method, seeds=tuple(seeds), steps=args.steps if args.steps is not None else run.get("steps"),
+        spacing=args.spacing or run.get("spacing", "scheduler"), preset=args.preset,
         guidance=args.guidance, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
         lightning_unet=args.lightning_unet, model_config=args.model_config, overwrite=args.overwrite,

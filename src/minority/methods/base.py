@@ -34,6 +34,8 @@ class Method:
         default_negative_prompt: used when the user gives none (``null-prompt``).
         default_guidance: overrides the model's default guidance (``cfgpp``: λ 0.6).
         whole_prompt_batches: a batch must hold all images of a prompt (objectives over a prompt's images).
+        presets: named settings from the method's paper (``--preset NAME``): hyperparameters, plus the run
+            settings ``steps`` / ``spacing`` where the paper fixes them.
     """
 
     name: ClassVar[str] = ""
@@ -43,6 +45,20 @@ class Method:
     default_negative_prompt: ClassVar[str | None] = None
     default_guidance: ClassVar[float | None] = None
     whole_prompt_batches: ClassVar[bool] = False
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    #: preset keys that are run settings, not hyperparameters.
+    RUN_SETTINGS: ClassVar[tuple[str, ...]] = ("steps", "spacing")
+
+    @classmethod
+    def preset(cls, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(hyperparameters, run settings)`` of the preset ``name``, or a one-line error listing them."""
+        if name not in cls.presets:
+            have = f"its presets: {', '.join(cls.presets)}" if cls.presets else "it has none"
+            raise MinorityError(f"Method {cls.name!r} has no preset {name!r} ({have}).")
+        values = cls.presets[name]
+        return ({k: v for k, v in values.items() if k not in cls.RUN_SETTINGS},
+                {k: v for k, v in values.items() if k in cls.RUN_SETTINGS})
 
     def __post_init__(self) -> None:
         validate_fields(self)  # every field: finite, in its declared range, one of its choices

@@ -22,8 +22,8 @@ from minority.methods.base import Method, hyperparameter
 
 #: The authors' settings (BnS README; 250 respaced ancestral steps, ``--spacing adm`` on guided-diffusion models).
 BOOST_SKIP_PRESETS: dict[str, dict[str, Any]] = {
-    "celeba64": {"gamma": 4.0, "skip": 3, "solver": "ancestral", "steps": 250},
-    "imagenet64": {"gamma": 2.5, "skip": 3, "solver": "ancestral", "steps": 250},
+    "celeba64": {"gamma": 4.0, "skip": 3, "solver": "ancestral", "steps": 250, "spacing": "adm"},
+    "imagenet64": {"gamma": 2.5, "skip": 3, "solver": "ancestral", "steps": 250, "spacing": "adm"},
 }
 
 

@@ -87,6 +87,7 @@ class GenerateConfig:
     prompts_source: dict = field(default_factory=dict)
     deterministic: bool = False
     given_params: tuple[str, ...] | None = None
+    preset: str | None = None  # the --preset the settings came from (recorded only)
 
     def __post_init__(self) -> None:
         # The method object, built and validated once (names, types, ranges, NaN): a name plus ``params`` (the
