@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from minority.metrics.cli import key_value
 from PIL import Image
 
 from minority.metrics import evaluate
-from minority.metrics.cli import key_value
 from minority.pipelines.text2image import MinorityPipeline
 from minority.runs.generate import GenerateConfig, run_generate
 from minority.runs.io import read_jsonl
