@@ -133,3 +133,14 @@ def test_cli_refuses_to_overwrite_an_earlier_benchmark(tmp_path, capsys):
     assert main(["benchmark", "mp-table1", "--quick", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_methods_flag_keeps_commas_inside_arm_names():
+    from minority.benchmark.cli import config_from_args
+    from minority.cli.main import build_parser
+
+    argv = ["benchmark", "sgms-table1", "--methods", "ancestral,boost-skip (γ=2.5, Δt=3),sgms (guide_every=5)"]
+    cfg = config_from_args(build_parser(argv).parse_args(argv))
+    assert cfg.methods == ("ancestral", "boost-skip (γ=2.5, Δt=3)", "sgms (guide_every=5)")
+    names = [a.name for a in get_protocol("sgms-table1").select(cfg.methods)]
+    assert names == ["ancestral", "sgms (guide_every=5)", "boost-skip (γ=2.5, Δt=3)"]

@@ -7,6 +7,7 @@ parsed arguments.
 from __future__ import annotations
 
 import argparse
+import re
 
 from minority.benchmark.config import BenchmarkConfig
 from minority.benchmark.protocols import PROTOCOLS
@@ -90,7 +91,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     """The :class:`BenchmarkConfig` of parsed ``minority benchmark`` arguments."""
-    methods = tuple(m.strip() for m in (args.methods or "").split(",") if m.strip())
+    # commas inside parentheses belong to an arm's name ("boost-skip (γ=2.5, Δt=3)")
+    methods = tuple(m.strip() for m in re.split(r",(?![^()]*\))", args.methods or "") if m.strip())
     return BenchmarkConfig(
         protocol=args.protocol, out=args.out, model=args.model, prompts=args.prompts, seeds=args.seeds,
         steps=args.steps, guidance=args.guidance, device=args.device, quick=args.quick, reference=args.reference,
