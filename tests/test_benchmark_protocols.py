@@ -24,7 +24,7 @@ def test_every_arm_is_a_valid_method_configuration():
 
 def test_protocol_contents_match_the_papers():
     t1 = get_protocol("mp-table1")
-    assert [a.method for a in t1.arms] == ["ddim", "null-prompt", "cads", "sgms", "minority-prompt"]
+    assert [a.method for a in t1.arms] == ["ddim", "null-prompt", "cads", "cfgpp", "sgms", "boost-skip", "minority-prompt"]
     assert {"alignment", "precision", "recall", "density", "coverage", "likelihood", "avgknn", "lof", "rarity"} <= set(
         t1.groups[0].metrics)
     t2 = get_protocol("mp-table2")

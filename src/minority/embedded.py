@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "models"
-MODEL_NAMES: tuple[str, ...] = ("fashion-sd", "fashion-ddpm", "fashion-classifier")
-Kind = Literal["sd", "ddpm", "classifier"]
+MODEL_NAMES: tuple[str, ...] = ("fashion-sd", "fashion-flow", "fashion-ddpm", "fashion-classifier")
+Kind = Literal["sd", "flow", "ddpm", "classifier"]
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def model_kind(folder: str | Path) -> Kind | None:
-    """``'sd'`` (StableDiffusionPipeline folder), ``'ddpm'`` (DDPMPipeline / UNet2DModel folder),
+    """``'sd'`` (StableDiffusionPipeline folder), ``'flow'`` (StableDiffusion3Pipeline folder), ``'ddpm'`` (DDPMPipeline / UNet2DModel folder),
     ``'classifier'`` (FashionClassifier folder) or None when ``folder`` is none of these."""
     folder = Path(folder)
     index = _read_json(folder / "model_index.json").get("_class_name", "")
     if index == "StableDiffusionPipeline":
         return "sd"
+    if index == "StableDiffusion3Pipeline":
+        return "flow"
     if index == "DDPMPipeline" or _read_json(folder / "config.json").get("_class_name") == "UNet2DModel":
         return "ddpm"
     if _read_json(folder / "config.json").get("_class_name") == "FashionClassifier":

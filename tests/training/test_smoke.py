@@ -24,7 +24,7 @@ def _train(name: str, out: Path, data_dir: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, fake_data_dir) -> Path:
     root = tmp_path_factory.mktemp("runs")
-    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd"):
+    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd", "fashion-flow"):
         assert _train(name, root / name, fake_data_dir) == 0
     return root
 
@@ -34,7 +34,7 @@ def _export(trained: Path, name: str) -> Path:
 
 
 def test_run_folder_contents(trained):
-    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd"):
+    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd", "fashion-flow"):
         run = trained / name
         for f in ("config.json", "train.log", "loss.png", "checkpoint/weights.safetensors", "checkpoint/state.json"):
             assert (run / f).is_file(), f"{name}: {f}"
@@ -100,12 +100,12 @@ def test_classifier_api(trained):
 def test_registry(trained, tmp_path):
     import shutil
 
-    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd"):
+    for name in ("fashion-classifier", "fashion-ddpm", "fashion-sd", "fashion-flow"):
         shutil.copytree(_export(trained, name), tmp_path / name)
     (tmp_path / "not-a-model").mkdir()
     models = embedded_models(tmp_path)
     assert [(m.name, m.kind) for m in models] == [
-        ("fashion-classifier", "classifier"), ("fashion-ddpm", "ddpm"), ("fashion-sd", "sd")]
+        ("fashion-classifier", "classifier"), ("fashion-ddpm", "ddpm"), ("fashion-flow", "flow"), ("fashion-sd", "sd")]
     assert all(m.size_bytes > 0 and m.provenance["name"] == m.name for m in models)
     assert resolve_embedded("fashion-sd", tmp_path) == tmp_path / "fashion-sd"
     assert resolve_embedded("nope", tmp_path) is None
@@ -123,7 +123,7 @@ def test_cli_resume_rules(trained, fake_data_dir, tmp_path):
 def test_shipped_models_if_present():
     """The package's own models (when shipped) are complete and small enough."""
     models = embedded_models()
-    assert sum(m.size_bytes for m in models) <= 40 * 2**20
+    assert sum(m.size_bytes for m in models) <= 80 * 2**20
     for m in models:
         assert m.provenance.get("metrics"), m.name
         if m.name == "fashion-classifier":
@@ -165,3 +165,41 @@ def test_exports_load_with_the_generic_loader(trained):
     assert sd.components.defaults["guidance"] == 3.0 and px.components.defaults["guidance"] == 1.0
     out = px(class_labels=[3, None], num_inference_steps=2, guidance_scale=2.0, output_type="np").images
     assert out.shape == (2, 32, 32, 1) and np.isfinite(out).all()
+
+
+def test_flow_folder_is_a_standard_sd3_folder(trained):
+    """fashion-flow loads in diffusers' own StableDiffusion3Pipeline (no T5, ``max_sequence_length=0`` as declared)
+    and minority's Euler sampler reproduces it; the training conditioning is the sampler's."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    from minority import MinorityPipeline
+    from minority.training.flow_models import projected_text_encoder
+    from minority.training.train_flow import CaptionConditioning
+
+    folder = _export(trained, "fashion-flow")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert index["text_encoder_3"] == [None, None] and index["tokenizer_3"] == [None, None]
+    assert index["minority_defaults"] == {"guidance": 3.0, "max_sequence_length": 0}
+    ref = StableDiffusion3Pipeline.from_pretrained(str(folder), text_encoder_3=None, tokenizer_3=None)
+    ref.set_progress_bar_config(disable=True)
+    assert isinstance(ref.scheduler, FlowMatchEulerDiscreteScheduler) and ref.scheduler.config.shift == 1.0
+    assert ref.tokenizer.model_max_length == ref.tokenizer_2.model_max_length == 32
+    assert ref.transformer.dtype == ref.vae.dtype == ref.text_encoder.dtype == torch.float32
+    assert ref.vae.config.shift_factor is not None and ref.vae.config.scaling_factor != 1.0
+    prompt = "a photo of a sneaker"
+    want = ref(prompt, num_inference_steps=3, guidance_scale=2.0, max_sequence_length=0, output_type="latent",
+               generator=torch.Generator().manual_seed(5)).images
+    pipe = MinorityPipeline.from_pretrained(str(folder))
+    out = pipe(prompt, method="euler", num_inference_steps=3, guidance_scale=2.0, seeds=[5], output_type="latent")
+    torch.testing.assert_close(out.latents, want, rtol=0, atol=1e-5)
+    # what the transformer was trained on = what sampling feeds it (same tokenizer length, layers, pooling)
+    comps = pipe.components
+    enc = comps.prompt_encoder()
+    cond = enc.encode_ids(enc.tokenize([prompt]))
+    train_enc = type(enc)("sd3", comps.tokenizers, [projected_text_encoder(resolve_embedded("fashion-sd"))] * 2,
+                          max_sequence_length=0, joint_dim=256)
+    embeds, pooled = CaptionConditioning(train_enc)([prompt])
+    assert cond.embeds.shape == (1, 32, 256)
+    torch.testing.assert_close(cond.embeds, embeds, rtol=0, atol=2e-3)  # fp16-stored vs fp32 weights
+    torch.testing.assert_close(cond.pooled, pooled, rtol=0, atol=2e-3)

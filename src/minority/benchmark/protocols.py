@@ -128,8 +128,8 @@ def _register(p: Protocol) -> Protocol:
 _register(Protocol(
     name="mp-table1", title="MinorityPrompt Tab. 1: quantitative comparison",
     source="Um & Ye, MinorityPrompt (CVPR 2025), Table 1", kind="text",
-    arms=(Arm("ddim", "ddim"), Arm("null-prompt", "null-prompt"), Arm("cads", "cads"), Arm("sgms", "sgms"),
-          Arm("minority-prompt", "minority-prompt")),
+    arms=(Arm("ddim", "ddim"), Arm("null-prompt", "null-prompt"), Arm("cads", "cads"), Arm("cfgpp", "cfgpp"),
+          Arm("sgms", "sgms"), Arm("boost-skip", "boost-skip"), Arm("minority-prompt", "minority-prompt")),
     groups=(EvalGroup("main", ("alignment", *MP_QUALITY, "likelihood", "png-bpp", *LOW_DENSITY), "fashion-mnist:test"),),
     full=_FULL_TEXT, quick=_QUICK_TEXT, optional_metrics=("clipscore",),
     notes=(_LIKELIHOOD_NOTE, _SET_NOTE, _TINY_NOTE),

@@ -100,6 +100,18 @@ def _check_fit(family: str, net, encoders: list, t5) -> None:
                                 f"{cfg.joint_attention_dim}: use text encoders of the same model.")
 
 
+def _max_sequence_length(index: dict, flux: bool) -> int:
+    """T5's length: diffusers' default (FLUX 512, SD3 256) unless the folder declares its own (``fashion-flow``: 0,
+    i.e. no T5 block at all), as ``minority_defaults.max_sequence_length`` in ``model_index.json``."""
+    declared = (index.get("minority_defaults") or {}).get("max_sequence_length")
+    if declared is None:
+        return 512 if flux else 256
+    if not isinstance(declared, int) or isinstance(declared, bool) or not 0 <= declared <= 512:
+        raise MinorityError(f"model_index.json declares max_sequence_length {declared!r}: it must be an integer "
+                            "0..512; fix the model folder's minority_defaults.")
+    return declared
+
+
 def load_flow(location: str, name: str, index: dict, kind: str, device, dtype, hub: dict | None = None) -> FlowComponents:
     """Load an SD3 / FLUX diffusers folder (or cached hub repo at ``location``) into frozen :class:`FlowComponents`."""
     from diffusers import (
@@ -137,6 +149,6 @@ def load_flow(location: str, name: str, index: dict, kind: str, device, dtype, h
     _check_fit(family, net, encoders, t5)
     comps = FlowComponents(family=family, unet=net, scheduler=sched, vae=vae, tokenizers=tokenizers,
                            text_encoders=encoders, name=name, source=kind, t5_tokenizer=t5_tok, t5_encoder=t5,
-                           max_sequence_length=512 if flux else 256,
+                           max_sequence_length=_max_sequence_length(index, flux),
                            model_defaults=dict(index.get("minority_defaults", {})))
     return comps.to(device=device, dtype=dtype).freeze()

@@ -21,24 +21,45 @@ from minority.runs.io import read_jsonl
 log = logging.getLogger("minority")
 
 DEMO_PROMPTS = ("a photo of a sneaker", "a photo of a dress", "a bag on a dark background")
-DEMO_METHODS = ("ddim", "null-prompt", "cads", "cfgpp", "sgms", "minority-prompt")
-PIXEL_METHODS = ("ancestral", "sgms")
+DEMO_METHODS = ("ddim", "null-prompt", "cads", "cfgpp", "sgms", "boost-skip", "minority-prompt")
+PIXEL_METHODS = ("ancestral", "sgms", "boost-skip")
 PIXEL_MODEL = "fashion-ddpm"
+FLOW_MODEL = "fashion-flow"
 
 
 def run_demo(out: str = "outputs/run", model: str | None = None, seeds=(0, 1, 2, 3), steps: int | None = None) -> Path:
-    """Generate ``DEMO_PROMPTS`` × ``seeds`` with every available demo method and write ``grid.png``."""
+    """Generate ``DEMO_PROMPTS`` × ``seeds`` with every available demo method and write ``grid.png``; then the same
+    on the embedded flow model (``flow/grid.png``) and the pixel model (``pixel/grid.png``) when they ship."""
     model = model or default_model()
     out = Path(out)
     if model.startswith("tiny-random"):
         print(f"NOTE: the embedded trained model is not available yet; running on {model!r}, a tiny RANDOMLY "
               "INITIALISED pipeline: the images are noise-like and only show that the pipeline runs end to end.")
-    methods = [m for m in DEMO_METHODS if m in all_methods()]
     if steps is None:
         steps = 10 if model.startswith("tiny-random") else 25
-
-    pipe = MinorityPipeline.from_pretrained(model)
     t0 = time.perf_counter()
+    grid = _text_demo(model, out, seeds, steps)
+    print(f"Comparison grid: {grid}; per-method images and manifests: {out}/<method>/")
+    if model != FLOW_MODEL and _embedded(FLOW_MODEL):
+        print(f"Flow-model grid ({FLOW_MODEL}, SD3 architecture): {_text_demo(FLOW_MODEL, out / 'flow', seeds, steps)}")
+    pixel = _pixel_demo(out / "pixel", seeds)
+    if pixel:
+        print(f"Pixel-space grid ({PIXEL_MODEL}): {pixel}")
+    print(f"Done in {time.perf_counter() - t0:.0f} s.")
+    return out
+
+
+def _embedded(name: str) -> bool:
+    try:
+        return resolve_model(name)[1] == "embedded"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _text_demo(model: str, out: Path, seeds, steps: int) -> Path:
+    """Every text-to-image demo method on ``model``: one folder per method and a labelled grid (rows: prompt, seed)."""
+    methods = [m for m in DEMO_METHODS if m in all_methods()]
+    pipe = MinorityPipeline.from_pretrained(model)
     for m in methods:
         cfg = GenerateConfig(prompts=DEMO_PROMPTS, model=model, method=m, seeds=tuple(seeds), steps=steps,
                              out=str(out / m), overwrite=True, device="cpu")
@@ -51,21 +72,12 @@ def run_demo(out: str = "outputs/run", model: str | None = None, seeds=(0, 1, 2,
             labels.append(f"{prompt} (seed {s})")
     grid = labelled_grid(rows, methods, labels, title=f"{model}: same prompt and seed in each row ({steps} steps)")
     grid.save(out / "grid.png")
-    print(f"Comparison grid: {out / 'grid.png'}; per-method images and manifests: {out}/<method>/")
-    pixel = _pixel_demo(out / "pixel", seeds)
-    if pixel:
-        print(f"Pixel-space SGMS grid ({PIXEL_MODEL}): {pixel}")
-    print(f"Done in {time.perf_counter() - t0:.0f} s.")
-    return out
+    return out / "grid.png"
 
 
 def _pixel_demo(out: Path, seeds) -> Path | None:
-    """ancestral vs sgms on the embedded class-conditional pixel model, when it ships."""
-    try:
-        _, kind = resolve_model(PIXEL_MODEL)
-    except Exception:  # noqa: BLE001
-        return None
-    if kind != "embedded":
+    """ancestral vs sgms vs boost-skip on the embedded class-conditional pixel model, when it ships."""
+    if not _embedded(PIXEL_MODEL):
         return None
 
     pipe = load_pipeline(PIXEL_MODEL)

@@ -19,7 +19,7 @@ import torch
 
 from minority.embedded import ASSETS_DIR, MODEL_NAMES
 from minority.errors import MinorityError
-from minority.training import train_classifier, train_ddpm, train_sd
+from minority.training import train_classifier, train_ddpm, train_flow, train_sd
 from minority.training.common import config_from_dict
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -75,6 +75,9 @@ def _recipe(name: str):
     if name == "fashion-sd":
         m = train_sd
         return m.SDTrainConfig, m.SDTrainConfig(), m.tiny_config(), m.train_sd
+    if name == "fashion-flow":
+        m = train_flow
+        return m.FlowTrainConfig, m.FlowTrainConfig(), m.tiny_config(), m.train_flow
     raise MinorityError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
 
 
