@@ -42,6 +42,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="seeds per prompt, shared by every method: a count S (seeds 0..S-1) or a list such as "
                              "0-7 or 3,5; None = protocol size (mp-table1/2 50, mp-table3 16, sgms-table1 100, "
                              "perf 4; --quick 4)")
+    parser.add_argument("--prompt-template", default=None, metavar="TEXT",
+                        help="text models: the class prompt with {a} (article + class) or {n} (class); None = "
+                             "'a photo of {a}'")
     parser.add_argument("--steps", type=int, default=None, metavar="T",
                         help="sampling steps; None = the model family's default (SD 50, pixel 250), --quick 10 "
                              "(sgms-table1 20)")
@@ -99,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         features=args.features, methods=methods, params=dict(args.params or []), settings=dict(args.settings or []),
         batch_size=args.batch_size, threads=args.threads, clip_weights=args.clip_weights, grid_rows=args.grid_rows,
         max_batch=args.max_batch, resume=args.resume, overwrite=args.overwrite,
-        generate_only=args.generate_only, deterministic=args.deterministic,
+        generate_only=args.generate_only, deterministic=args.deterministic, prompt_template=args.prompt_template,
     )
 
 

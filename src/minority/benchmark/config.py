@@ -43,9 +43,10 @@ class BenchmarkConfig:
     overwrite: bool = False
     generate_only: bool = False
     deterministic: bool = False
+    prompt_template: str | None = None  # None = "a photo of {a}"
 
-    def validate(self) -> None:
-        get_protocol(self.protocol)
+    def validate(self, protocol: Protocol | None = None) -> None:
+        protocol = protocol or get_protocol(self.protocol)
         for name, value, low in (("--prompts", self.prompts, 1), ("--steps", self.steps, 1),
                                  ("--batch-size", self.batch_size, 1), ("--threads", self.threads, 0),
                                  ("--grid-rows", self.grid_rows, 1), ("--max-batch", self.max_batch, 1)):
@@ -53,7 +54,7 @@ class BenchmarkConfig:
                 raise MinorityError(f"{name} must be >= {low} (got {value}).")
         if self.resume and self.overwrite:
             raise MinorityError("--resume keeps earlier results and --overwrite deletes them: pass only one.")
-        if self.generate_only and get_protocol(self.protocol).kind == "perf":
+        if self.generate_only and protocol.kind == "perf":
             raise MinorityError("--generate-only applies to the quality protocols (mp-table1/2/3, sgms-table1), "
                                 "not to perf, which times the generation itself.")
 
@@ -106,11 +107,12 @@ def parse_seed_option(text: str | None, default: int) -> list[int]:
     return parse_seeds(text)
 
 
-def resolve(cfg: BenchmarkConfig) -> Plan:
-    """Fill the protocol's defaults into ``cfg`` (quick or full size)."""
+def resolve(cfg: BenchmarkConfig, protocol: Protocol | None = None) -> Plan:
+    """Fill the protocol's defaults into ``cfg`` (quick or full size); ``protocol`` replaces the registered protocol
+    named ``cfg.protocol`` (a sweep's arms are built at run time)."""
 
-    cfg.validate()
-    p = get_protocol(cfg.protocol)
+    cfg.validate(protocol)
+    p = protocol or get_protocol(cfg.protocol)
     size = p.quick if cfg.quick else p.full
     if cfg.model:
         models = [m.strip() for m in cfg.model.split(",") if m.strip()]

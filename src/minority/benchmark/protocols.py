@@ -202,9 +202,15 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def class_prompts(n: int) -> list[str]:
-    """The first ``n`` Fashion-MNIST class prompts ("a photo of a t-shirt", ...)."""
-    prompts = caption_prompts("a photo of {a}")
+PROMPT_TEMPLATE = "a photo of {a}"
+
+
+def class_prompts(n: int, template: str = PROMPT_TEMPLATE) -> list[str]:
+    """The first ``n`` Fashion-MNIST class prompts ("a photo of a t-shirt", ...); ``template`` takes ``{a}`` (with
+    article) or ``{n}`` (bare name)."""
+    if "{a}" not in template and "{n}" not in template:
+        raise MinorityError(f"--prompt-template {template!r} must contain {{a}} (article + class) or {{n}} (class).")
+    prompts = caption_prompts(template)
     if not 1 <= n <= len(prompts):
         raise MinorityError(f"--prompts must be in 1..{len(prompts)} (one per Fashion-MNIST class), got {n}.")
     return prompts[:n]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from minority.benchmark.config import Plan
-from minority.benchmark.protocols import Arm, class_prompts
+from minority.benchmark.protocols import PROMPT_TEMPLATE, Arm, class_prompts
 from minority.benchmark.provenance import evaluate_command, generate_command
 from minority.benchmark.tables import metric_cells, read_csv
 from minority.errors import MinorityError
@@ -58,7 +58,7 @@ def _items(pipe, plan: Plan) -> tuple[list[str], list[int]]:
         raise MinorityError(f"{plan.protocol.name} needs a pixel-space model (a UNet2DModel folder), and "
                             f"{plan.models[0]!r} is text-to-image: use mp-table1 for text-to-image models.")
     if not pixel:
-        return class_prompts(plan.prompts), []
+        return class_prompts(plan.prompts, plan.config.prompt_template or PROMPT_TEMPLATE), []
     n, null = pipe.num_classes, pipe.components.null_class_label
     if n is None:
         return [], []  # unconditional: every seed is one image

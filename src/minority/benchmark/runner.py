@@ -21,6 +21,7 @@ from minority.benchmark.config import BenchmarkConfig, Plan, resolve
 from minority.benchmark.confound import detail_control, detail_markdown
 from minority.benchmark.grids import comparison_grid
 from minority.benchmark.perf import run_perf, slug
+from minority.benchmark.protocols import Protocol
 from minority.benchmark.provenance import invoked_command, setting_word, shell_join, versions
 from minority.benchmark.quality import per_image_values, run_quality
 from minority.benchmark.tables import (
@@ -55,14 +56,15 @@ def _prepare_out(plan: Plan) -> Path:
     return ensure_writable_dir(out)
 
 
-def benchmark(cfg: BenchmarkConfig, command: str | None = None) -> Path:
+def benchmark(cfg: BenchmarkConfig, command: str | None = None, protocol: Protocol | None = None) -> Path:
     """Run the protocol of ``cfg`` and write its outputs; returns the output folder.
 
     Args:
         cfg: the benchmark configuration (``minority benchmark`` flags).
         command: the command line to record (default: this process' ``minority`` command line, if it is one).
+        protocol: a protocol built at run time (``minority sweep``) instead of the registered ``cfg.protocol``.
     """
-    plan = resolve(cfg)
+    plan = resolve(cfg, protocol)
     out = _prepare_out(plan)
     threads_before = torch.get_num_threads()
     if cfg.threads:
@@ -114,6 +116,8 @@ def canonical_command(cfg: BenchmarkConfig, plan: Plan) -> str:
         words += ["--reference", cfg.reference]
     if cfg.methods:
         words += ["--methods", ",".join(cfg.methods)]
+    if cfg.prompt_template is not None:
+        words += ["--prompt-template", cfg.prompt_template]
     for k, v in cfg.params.items():
         words += ["--param", setting_word(k, v)]
     for k, v in cfg.settings.items():

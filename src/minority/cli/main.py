@@ -61,6 +61,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser, list[str]], No
                 _module("minority.training.quality", "add_quality_arguments", "run_quality_command")),
     "benchmark": ("re-run the papers' tables and performance protocols",
                   _module("minority.benchmark.cli", "add_benchmark_arguments", "run_benchmark")),
+    "sweep": ("choose a model's per-method defaults by a sweep on held-out prompts and seeds",
+              _module("minority.benchmark.sweep", "add_sweep_arguments")),
     "report": ("one self-contained HTML page from benchmark/generate outputs",
                _module("minority.benchmark.report", "add_report_arguments", "run_report")),
 }
