@@ -159,6 +159,26 @@ def test_generate_only_then_resume_evaluates_without_the_model_work(tiny_sd_dir,
     assert "--generate-only applies to the quality protocols" in capsys.readouterr().err
 
 
+def test_resume_finishes_an_interrupted_arm_without_redrawing_its_images(tiny_sd_dir, reference_dir, tmp_path,
+                                                                          capsys):
+    """An arm stopped part-way (Ctrl-C, a killed job) is finished by --resume: only the missing images are drawn."""
+    out = tmp_path / "part"
+    args = ["benchmark", "mp-table1", "--quick", "--model", str(tiny_sd_dir), "--reference", str(reference_dir),
+            "--features", "bench-test-pixels", "--seeds", "3", "--steps", "2", "--threads", "1", "--methods", "ddim",
+            "--out", str(out), "--generate-only"]
+    assert main(args) == 0, capsys.readouterr().err
+    run = out / "runs" / "ddim"
+    lines = (run / "manifest.jsonl").read_text().splitlines()
+    dropped = json.loads(lines[-1])
+    (run / "manifest.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # as if stopped before the last image
+    (run / dropped["file"]).unlink()
+    kept = {json.loads(x)["file"]: (run / json.loads(x)["file"]).stat().st_mtime_ns for x in lines[:-1]}
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    rows = read_jsonl(run / "manifest.jsonl")
+    assert len(rows) == len(lines) and (run / dropped["file"]).is_file()
+    assert all((run / f).stat().st_mtime_ns == t for f, t in kept.items())  # the finished images were kept
+
+
 def test_mp_table2_quick_every_ablation_ran(tiny_sd_dir, reference_dir, tmp_path):
     def fast_likelihood(x, generators, rows):  # the real PF-ODE path is exercised by the mp-table1 test
         return x.flatten(1).pow(2).mean(1).double()

@@ -7,6 +7,7 @@ Layout under ``OUT``: ``runs/<arm>/`` (a ``minority generate`` folder) with ``ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -80,17 +81,20 @@ def check_sample_size(images: int, metrics_by_group: dict[str, list[str]], setti
                             f"raise --prompts/--seeds or pass --set {key}=K with a smaller K.")
 
 
-def _same_generation(run_dir: Path, gcfg: GenerateConfig, expected: int) -> bool:
-    """``--resume``: the folder holds the complete generation of this exact configuration."""
+def _same_generation(run_dir: Path, gcfg: GenerateConfig, expected: int) -> str | None:
+    """``--resume``: ``"complete"`` when the folder holds the whole generation of this exact configuration,
+    ``"partial"`` when it holds part of it (an interrupted run: generation's own resume finishes it), else None."""
     try:
         old = json.loads((run_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
-        return False
+        return None
     keys = ("prompts", "method", "seeds", "steps", "guidance", "params", "class_labels", "model")
     settings = gcfg.to_json()
     new = json.loads(json.dumps({k: settings[k] for k in keys}))
-    same = all(old.get(k) == new[k] for k in keys)
-    return same and len(read_jsonl(run_dir / "manifest.jsonl")) == expected
+    if not all(old.get(k) == new[k] for k in keys):
+        return None
+    manifest = run_dir / "manifest.jsonl"
+    return "complete" if manifest.is_file() and len(read_jsonl(manifest)) == expected else "partial"
 
 
 def _evaluate_arm(run_dir: Path, plan: Plan, metrics_by_group: dict[str, list[str]], device: str, model: str,
@@ -177,9 +181,13 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
                           steps=plan.steps, guidance=cfg.guidance, out=str(run_dir), overwrite=True, params=params,
                           class_labels=tuple(labels), batch_size=cfg.batch_size, deterministic=cfg.deterministic)
     t0 = time.perf_counter()
-    reuse = cfg.resume and _same_generation(run_dir, gcfg, expected)
+    state = _same_generation(run_dir, gcfg, expected) if cfg.resume else None
+    reuse = state == "complete"
     if reuse:
         log.info("[%s] %s: reusing the %d images in %s", plan.protocol.name, arm.name, expected, run_dir)
+    elif state == "partial":
+        log.info("[%s] %s: finishing the interrupted generation in %s", plan.protocol.name, arm.name, run_dir)
+        run_generate(dataclasses.replace(gcfg, overwrite=False, resume=True), pipe=pipe, progress=False)
     else:
         log.info("[%s] %s: generating %d images", plan.protocol.name, arm.name, expected)
         run_generate(gcfg, pipe=pipe, progress=False)
