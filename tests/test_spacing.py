@@ -158,3 +158,32 @@ def test_sgms_on_adm_spacing_guides_the_authors_steps(tmp_path):
     out = pipe(guide_every=2, schedule="switch-off", switch_off_at=0.5, **kw)
     assert out.trajectories[0]["step"] == [i for i in range(12) if (11 - i) % 2 == 0 and 11 - i > 6]  # [1, 3]
     assert out.settings["spacing"] == "adm"
+
+
+def test_ddim_on_adm_spacing_is_guided_diffusions_ddim(tmp_path):
+    """DDIM on the adm grid re-derives ε from the clipped x̂0 (guided-diffusion's ``ddim_sample``), written out here:
+    x̂0 = clip((x − √(1−ᾱ)ε̂)/√ᾱ), ε = (x − √ᾱ·x̂0)/√(1−ᾱ), x' = √ᾱ'·x̂0 + √(1−ᾱ')·ε; diffusers' form (model ε̂ in the
+    direction term) differs wherever clipping acts."""
+    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers.utils.torch_utils import randn_tensor
+
+    folder = _learned_folder(tmp_path / "m")
+    unet = UNet2DModel.from_pretrained(str(folder), subfolder="unet").eval()
+    abar = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler").alphas_cumprod.double()
+    kept = space_timesteps(1000, 10)
+    x0_form = randn_tensor((2, 1, 8, 8), generator=make_generators([0, 1])).double()
+    eps_form = x0_form.clone()
+    with torch.no_grad():
+        for k in reversed(range(len(kept))):
+            a, a_next = abar[kept[k]], (abar[kept[k - 1]] if k > 0 else torch.tensor(1.0, dtype=torch.float64))
+            for name, x in (("gd", x0_form), ("diffusers", eps_form)):
+                eps = unet(x.float(), kept[k]).sample[:, :1].double()
+                x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+                if name == "gd":
+                    eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+                new = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+                x0_form, eps_form = (new, eps_form) if name == "gd" else (x0_form, new)
+    pipe = PixelPipeline.from_pretrained(str(folder))
+    out = pipe(num_images=2, seeds=[0, 1], num_inference_steps=10, method="ddim", spacing="adm", output_type="latent")
+    assert torch.allclose(out.latents.double(), x0_form, atol=1e-4)
+    assert not torch.allclose(out.latents.double(), eps_form, atol=1e-2)  # clipping acted: the forms differ

@@ -42,6 +42,8 @@ class StepContext:
         record: per-step values to report (e.g. the objective J), collected by :func:`sample`.
         clip_sample: clamp ẑ0 to [−c, c] inside the solver update (pixel schedulers' ``clip_sample``).
         variance_type: the DDPM scheduler's ``variance_type`` (ancestral sampler).
+        eps_from_x0: DDIM's direction term uses ε re-derived from the clipped ẑ0, ε = (z − √ᾱ·ẑ0)/√(1 − ᾱ)
+            (guided-diffusion's ``ddim_sample``), instead of the model's ε̂ (diffusers' ``DDIMScheduler``).
     """
 
     index: int
@@ -62,6 +64,7 @@ class StepContext:
     record: dict = field(default_factory=dict)
     clip_sample: float | None = None
     variance_type: str = "fixed_small"
+    eps_from_x0: bool = False
 
 
 class Hook:
@@ -91,9 +94,12 @@ def _clip(x0: torch.Tensor, ctx: StepContext) -> torch.Tensor:
 
 
 def ddim_step(ctx: StepContext, pc: Prediction, pu: Prediction | None) -> torch.Tensor:
-    """Deterministic DDIM (η = 0) with classifier-free guidance (ẑ0 clipped as diffusers' ``clip_sample``)."""
+    """Deterministic DDIM (η = 0) with classifier-free guidance (ẑ0 clipped as diffusers' ``clip_sample``; with
+    ``ctx.eps_from_x0`` the direction term uses the ε of the clipped ẑ0, as guided-diffusion)."""
     eps = cfg_eps(pc, pu, ctx.guidance)
     x0 = _clip(ctx.denoiser.guided_x0(ctx.z, ctx.t, eps, pc, pu, ctx.guidance), ctx)
+    if ctx.eps_from_x0 and ctx.clip_sample is not None:
+        eps = (ctx.z - ctx.alpha**0.5 * x0) / (1.0 - ctx.alpha) ** 0.5
     return ctx.alpha_next**0.5 * x0 + (1.0 - ctx.alpha_next) ** 0.5 * eps
 
 
@@ -185,6 +191,7 @@ def sample(
     clip_sample: float | None = None,
     variance_type: str = "fixed_small",
     start: int = 0,
+    eps_from_x0: bool = False,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Run the sampler from z_T to z_0 (or from grid index ``start``: z is then the sample at t_start).
 
@@ -202,6 +209,7 @@ def sample(
         variance_type: DDPM posterior variance for the ancestral solver (scheduler ``variance_type``).
         start: first grid index to run (Boost-and-Skip's Δt): steps 0 … start−1 are skipped, ``z`` is taken as
             the sample at ``pairs[start][0]``; step indices (``ctx.index``) stay those of the full grid.
+        eps_from_x0: DDIM in guided-diffusion's form (ε from the clipped ẑ0; only with ``clip_sample``).
     Returns:
         ``(z_0 (B, C, h, w), records)`` where ``records[i]`` holds what hooks reported at step i (empty for
         skipped steps).
@@ -217,7 +225,7 @@ def sample(
             index=i, num_steps=len(pairs), t=t, t_next=t_next, alpha=denoiser.alpha(t),
             alpha_next=denoiser.alpha(t_next), z=z, cond=cond, uncond=uncond, guidance=float(guidance),
             generators=generators, denoiser=denoiser, clip_sample=clip_sample, variance_type=variance_type,
-            wants_uncond=uncond is not None and needs_uncond(solver_name, guidance),
+            eps_from_x0=eps_from_x0, wants_uncond=uncond is not None and needs_uncond(solver_name, guidance),
         )
         for h in hooks:
             h.before_step(ctx)

@@ -40,7 +40,8 @@ class Sampling:
     height: int | None = hyperparameter(None, "image height in pixels", low=1)
     width: int | None = hyperparameter(None, "image width in pixels", low=1)
     spacing: str = hyperparameter("scheduler", "timestep grid: scheduler (its set_timesteps) or adm "
-                                  "(guided-diffusion's timestep_respacing; pixel models)", choices=SPACINGS)
+                                  "(guided-diffusion's timestep_respacing, and its DDIM: ε from the clipped x0; pixel "
+                                  "models)", choices=SPACINGS)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -268,7 +269,7 @@ class Pipeline:
         z = latents.to(c.device, torch.float32)
         z0, records = sample(self.denoiser, z if boost == 1.0 else boost * z, cond, uncond, plan.pairs,
                              plan.guidance, gens, solver=plan.solver, hooks=hooks, progress=bar, start=start,
-                             **self.solver_options())
+                             eps_from_x0=plan.spacing == "adm", **self.solver_options())  # adm: guided-diffusion's DDIM
         if bar is not None:
             bar.close()
         with torch.no_grad():
