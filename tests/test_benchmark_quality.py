@@ -179,6 +179,28 @@ def test_resume_finishes_an_interrupted_arm_without_redrawing_its_images(tiny_sd
     assert all((run / f).stat().st_mtime_ns == t for f, t in kept.items())  # the finished images were kept
 
 
+def test_resume_redraws_an_arm_when_the_model_gained_method_defaults(tiny_sd_dir, reference_dir, tmp_path, capsys):
+    """Images drawn before ``minority sweep --install`` gave the model defaults for the arm's method are not reused."""
+    import shutil
+
+    from minority.benchmark.sweep import install_defaults
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd_dir, model)
+    out = tmp_path / "md"
+    args = ["benchmark", "mp-table1", "--quick", "--model", str(model), "--reference", str(reference_dir),
+            "--features", "bench-test-pixels", "--seeds", "3", "--steps", "2", "--threads", "1", "--methods",
+            "ddim,cads", "--set", "likelihood_rtol=0.1", "--set", "likelihood_atol=0.1", "--out", str(out),
+            "--generate-only"]
+    assert main(args) == 0, capsys.readouterr().err
+    install_defaults(str(model), "cads", {"noise_scale": 0.3})
+    mtimes = {a: (out / "runs" / a / "manifest.jsonl").stat().st_mtime_ns for a in ("ddim", "cads")}
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    assert (out / "runs" / "ddim" / "manifest.jsonl").stat().st_mtime_ns == mtimes["ddim"]  # unaffected: reused
+    resolved = json.loads((out / "runs" / "cads" / "config.json").read_text())["resolved"]
+    assert resolved["model_method_defaults"] == {"noise_scale": 0.3}  # redrawn under the new default
+
+
 def test_mp_table2_quick_every_ablation_ran(tiny_sd_dir, reference_dir, tmp_path):
     def fast_likelihood(x, generators, rows):  # the real PF-ODE path is exercised by the mp-table1 test
         return x.flatten(1).pow(2).mean(1).double()

@@ -19,6 +19,7 @@ from minority.benchmark.protocols import PROMPT_TEMPLATE, Arm, class_prompts
 from minority.benchmark.provenance import evaluate_command, generate_command
 from minority.benchmark.tables import metric_cells, read_csv
 from minority.errors import MinorityError
+from minority.methods import make_method
 from minority.metrics import DEFAULT_SETTINGS
 from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.runs.generate import GenerateConfig, resolve_device, run_generate
@@ -81,9 +82,12 @@ def check_sample_size(images: int, metrics_by_group: dict[str, list[str]], setti
                             f"raise --prompts/--seeds or pass --set {key}=K with a smaller K.")
 
 
-def _same_generation(run_dir: Path, gcfg: GenerateConfig, expected: int) -> str | None:
+def _same_generation(run_dir: Path, gcfg: GenerateConfig, expected: int, model_defaults: dict | None = None) -> str | None:
     """``--resume``: ``"complete"`` when the folder holds the whole generation of this exact configuration,
-    ``"partial"`` when it holds part of it (an interrupted run: generation's own resume finishes it), else None."""
+    ``"partial"`` when it holds part of it (an interrupted run: generation's own resume finishes it), else None.
+
+    ``model_defaults``: the model folder's per-method defaults that apply now; a folder generated under other ones
+    (e.g. before ``minority sweep --install``) is not reused."""
     try:
         old = json.loads((run_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -92,6 +96,8 @@ def _same_generation(run_dir: Path, gcfg: GenerateConfig, expected: int) -> str 
     settings = gcfg.to_json()
     new = json.loads(json.dumps({k: settings[k] for k in keys}))
     if not all(old.get(k) == new[k] for k in keys):
+        return None
+    if (old.get("resolved") or {}).get("model_method_defaults", {}) != json.loads(json.dumps(model_defaults or {})):
         return None
     manifest = run_dir / "manifest.jsonl"
     return "complete" if manifest.is_file() and len(read_jsonl(manifest)) == expected else "partial"
@@ -181,7 +187,8 @@ def _run_arm(arm: Arm, plan: Plan, pipe, model: str, prompts: list[str], labels:
                           steps=plan.steps, guidance=cfg.guidance, out=str(run_dir), overwrite=True, params=params,
                           class_labels=tuple(labels), batch_size=cfg.batch_size, deterministic=cfg.deterministic)
     t0 = time.perf_counter()
-    state = _same_generation(run_dir, gcfg, expected) if cfg.resume else None
+    applied = pipe.model_method_defaults(make_method(arm.method, params), explicit=set(params))[1]
+    state = _same_generation(run_dir, gcfg, expected, applied) if cfg.resume else None
     reuse = state == "complete"
     if reuse:
         log.info("[%s] %s: reusing the %d images in %s", plan.protocol.name, arm.name, expected, run_dir)
