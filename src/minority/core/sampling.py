@@ -205,14 +205,12 @@ def sample(
         solver: ``"ddim"``, ``"cfgpp"`` or a callable ``(ctx, pred_cond, pred_uncond) -> z_next``.
         hooks: per-step interventions, called in order.
         progress: called with the step index after each step.
-        clip_sample: clamp ẑ0 to [−c, c] in the update (pixel DDPM/DDIM schedulers); None = no clipping.
-        variance_type: DDPM posterior variance for the ancestral solver (scheduler ``variance_type``).
+        clip_sample, variance_type: clamp ẑ0 to [−c, c] (None = no clipping); the ancestral posterior variance.
         start: first grid index to run (Boost-and-Skip's Δt): steps 0 … start−1 are skipped, ``z`` is taken as
             the sample at ``pairs[start][0]``; step indices (``ctx.index``) stay those of the full grid.
         eps_from_x0: DDIM in guided-diffusion's form (ε from the clipped ẑ0; only with ``clip_sample``).
     Returns:
-        ``(z_0 (B, C, h, w), records)`` where ``records[i]`` holds what hooks reported at step i (empty for
-        skipped steps).
+        ``(z_0 (B, C, h, w), records)``: ``records[i]`` holds what hooks reported at step i (empty if skipped).
     """
     step_fn = SOLVERS[solver] if isinstance(solver, str) else solver
     solver_name = solver if isinstance(solver, str) else getattr(solver, "name", "ddim")
