@@ -43,3 +43,30 @@ def test_runs_on_a_tiny_flow_transformer(tmp_path):
     out = flow_log_likelihood(denoiser_velocity(pipe.denoiser, cond), x0, make_generators([0]), rtol=1e-3, atol=1e-3)
     assert torch.isfinite(out.log_likelihood).all() and out.nfe > 0
     assert isinstance(cond, Conditioning)
+
+
+def test_evaluate_likelihood_on_a_flow_model_is_the_flow_pf_ode(tmp_path):
+    """``evaluate``'s likelihood metric on an SD3 folder: the image's VAE latent ((mean − shift)·scale) integrated
+    along dx/dσ = v̂ under the row's prompt, in bits/dim of the latent space (not the VP ε-ODE of SD/pixel models)."""
+    from diffusers import AutoencoderKL
+
+    from minority import MinorityPipeline
+    from minority.runs.model_scores import PipelineScores
+
+    folder = build_tiny_flow(tmp_path / "sd3", "sd3")
+    settings = {"likelihood_probes": 1, "likelihood_probe": "rademacher", "likelihood_rtol": 1e-4,
+                "likelihood_atol": 1e-4}
+    fn, info = PipelineScores().likelihood(str(folder), settings, "cpu")
+    assert info["space"] == "latent" and info["ode"].startswith("flow")
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rows = [{"prompt": "a dog"}, {"prompt": "a cat"}]
+    got = fn(x, make_generators([5, 6]), rows)
+    vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae")
+    with torch.no_grad():
+        z0 = (vae.encode(x).latent_dist.mean - vae.config.shift_factor) * vae.config.scaling_factor
+    pipe = MinorityPipeline.from_pretrained(str(folder))
+    cond = pipe.prompt_encoder.encode(["a dog", "a cat"])
+    ref = flow_log_likelihood(denoiser_velocity(pipe.denoiser, cond), z0.double(), make_generators([5, 6]),
+                              rtol=1e-4, atol=1e-4)
+    assert got.shape == (2,) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, bits_per_dim(ref.log_likelihood, z0[0].numel()), rtol=0, atol=1e-5)

@@ -67,10 +67,11 @@ def flow_log_likelihood(v_fn: VelocityFn, x0: torch.Tensor, generators: Sequence
 
 
 def denoiser_velocity(denoiser: FlowDenoiser, cond: Conditioning) -> VelocityFn:
-    """v̂(x, σ) of a flow transformer under ``cond`` (the adapter's raw output at timestep 1000·σ), in float64."""
+    """v̂(x, σ) of a flow transformer under ``cond`` (the adapter's raw output at timestep 1000·σ): ``x`` on the CPU
+    (the ODE state), the transformer on its own device; returned on the CPU in float64."""
 
     def v(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        z = (x / flow_scale(sigma)).to(denoiser.dtype)
-        return denoiser.raw(z, 1000.0 * sigma, cond).to(torch.float64)
+        z = (x / flow_scale(sigma)).to(device=denoiser.device, dtype=denoiser.dtype)
+        return denoiser.raw(z, 1000.0 * sigma, cond).to(device="cpu", dtype=torch.float64)
 
     return v

@@ -17,10 +17,12 @@ from minority.core.conditioning import Conditioning
 from minority.errors import MinorityError
 from minority.methods.sgms import get_distance, minority_score
 from minority.metrics import likelihood as pf_ode
+from minority.metrics.flow_likelihood import denoiser_velocity, flow_log_likelihood
 from minority.metrics.cache import state_digest
 from minority.metrics.evaluate import evaluate as evaluate_images
 from minority.metrics.model_scores import LikelihoodFn, MinorityScoreFn
 from minority.metrics.text_alignment import row_class
+from minority.pipelines.flow_loading import FLOW_FAMILIES
 from minority.pipelines.loading import load_components
 from minority.pipelines.pixel import PixelPipeline, load_pipeline
 
@@ -33,6 +35,8 @@ class PipelineScores:
         conditioned on each row's prompt (text-to-image) or class (class-conditional pixel models)."""
         comps = load_components(model, device=device)
         s = settings
+        if comps.family in FLOW_FAMILIES:
+            return self._flow_likelihood(comps, model, s)
         unet = comps.unet
         in_ch = int(getattr(unet.config, "in_channels", 3))
         encoder = comps.prompt_encoder() if comps.text_encoders else None
@@ -63,6 +67,28 @@ class PipelineScores:
         return fn, {"model": model, "space": "latent" if comps.vae is not None else "pixel",
                     "bins": None if comps.vae is not None else 256,
                     "weights_digest": state_digest(unet, comps.vae, *comps.text_encoders) + "-" + sched.hexdigest()[:16]}
+
+    @staticmethod
+    def _flow_likelihood(comps, model: str, s: dict) -> tuple[LikelihoodFn, dict]:
+        """Flow models (SD3 / FLUX): bits/dim in the latent space from the PF-ODE dx/dσ = v̂ (SPEC §3.5,
+        :func:`minority.metrics.flow_likelihood.flow_log_likelihood`), conditioned on each row's prompt; FLUX-dev's
+        guidance embedding at the model's default guidance."""
+        denoiser, encoder = comps.denoiser(), comps.prompt_encoder()
+        guidance = float(comps.defaults["guidance"]) if comps.family == "flux-dev" else None
+
+        def fn(x: torch.Tensor, generators: list, rows: list) -> torch.Tensor:
+            with torch.no_grad():
+                z0 = comps.encode_images((x.to(comps.device) + 1) / 2)
+                cond = encoder.encode([str(r.get("prompt", "")) for r in rows])
+            if guidance is not None:
+                cond.guidance = torch.full((len(rows),), guidance, device=cond.embeds.device)
+            out = flow_log_likelihood(denoiser_velocity(denoiser, cond), z0.double().cpu(), generators,
+                                      probes=s["likelihood_probes"], probe=s["likelihood_probe"],
+                                      rtol=s["likelihood_rtol"], atol=s["likelihood_atol"])
+            return pf_ode.bits_per_dim(out.log_likelihood, int(np.prod(z0.shape[1:])))
+
+        return fn, {"model": model, "space": "latent", "bins": None, "ode": "flow (dx/dσ = v)",
+                    "guidance": guidance, "weights_digest": state_digest(comps.unet, comps.vae, *comps.text_encoders)}
 
     def minority_score(self, model: str, settings: dict, device: Any) -> tuple[MinorityScoreFn, dict]:
         """The minority score (:func:`minority.methods.sgms.minority_score`) of each image, resized (bicubic) to
