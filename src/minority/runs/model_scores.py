@@ -17,9 +17,9 @@ from minority.core.conditioning import Conditioning
 from minority.errors import MinorityError
 from minority.methods.sgms import get_distance, minority_score
 from minority.metrics import likelihood as pf_ode
-from minority.metrics.flow_likelihood import denoiser_velocity, flow_log_likelihood
 from minority.metrics.cache import state_digest
 from minority.metrics.evaluate import evaluate as evaluate_images
+from minority.metrics.flow_likelihood import denoiser_velocity, flow_log_likelihood
 from minority.metrics.model_scores import LikelihoodFn, MinorityScoreFn
 from minority.metrics.text_alignment import row_class
 from minority.pipelines.flow_loading import FLOW_FAMILIES
