@@ -203,3 +203,26 @@ def test_flow_folder_is_a_standard_sd3_folder(trained):
     assert cond.embeds.shape == (1, 32, 256)
     torch.testing.assert_close(cond.embeds, embeds, rtol=0, atol=2e-3)  # fp16-stored vs fp32 weights
     torch.testing.assert_close(cond.pooled, pooled, rtol=0, atol=2e-3)
+
+
+def test_init_from_starts_a_ddpm_run_from_an_exported_model(trained, fake_data_dir, tmp_path):
+    """--init-from: a new fashion-ddpm run whose UNet starts as the given folder's (the shipped model's checkpoint is
+    not shipped, so training it further starts here); wrong uses are one-line errors."""
+    from minority.training.train_ddpm import build_ddpm_unet, load_init_weights, tiny_config
+
+    src = _export(trained, "fashion-ddpm")
+    unet = build_ddpm_unet(tiny_config())
+    load_init_weights(unet, src)
+    from diffusers import UNet2DModel
+
+    ref = UNet2DModel.from_pretrained(str(src), subfolder="unet", torch_dtype=torch.float32).state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in unet.state_dict().items())
+    out = tmp_path / "ft"
+    assert _train("fashion-ddpm", out, fake_data_dir, "--init-from", str(src)) == 0
+    assert json.loads((out / "config.json").read_text())["init_from"] == str(src)
+    with pytest.raises(MinorityError, match="only one"):
+        _train("fashion-ddpm", out, fake_data_dir, "--init-from", str(src), "--resume")
+    with pytest.raises(MinorityError, match="does not apply"):
+        _train("fashion-sd", tmp_path / "sd", fake_data_dir, "--init-from", str(src))
+    with pytest.raises(MinorityError, match="no unet"):
+        _train("fashion-ddpm", tmp_path / "bad", fake_data_dir, "--init-from", str(tmp_path))

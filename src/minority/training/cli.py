@@ -60,6 +60,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="export into the package (src/minority/assets/models/MODEL) instead")
     parser.add_argument("--export-only", action="store_true",
                         help="with --resume: export the checkpoint as it is (EMA weights), without training further")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="FOLDER",
+                        help="fashion-ddpm: start a new run from this model folder's UNet (e.g. the shipped model, to "
+                             "train it further when its checkpoint is gone); the recipe's architecture must match")
     parser.add_argument("--tiny", action="store_true", help="tiny architecture and few steps (smoke tests)")
     return parser
 
@@ -112,6 +115,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and "lr" in overrides and overrides["lr"] != getattr(config, "lr", None):
         raise MinorityError("--lr cannot change on --resume (the optimiser state keeps the saved rate): drop --lr")
     config = dataclasses.replace(config, **overrides)
+    if args.init_from is not None:
+        if "init_from" not in names:
+            raise MinorityError(f"--init-from does not apply to {args.model}")
+        if args.resume:
+            raise MinorityError("--init-from starts a new run from a model folder; --resume continues a checkpoint: "
+                                "pass only one.")
+        config = dataclasses.replace(config, init_from=str(ASSETS_DIR / args.model if str(args.init_from) == args.model
+                                                           else args.init_from))
     export = ASSETS_DIR / args.model if args.install else args.export_dir
     result = train(config, out, data_dir=args.data_dir, resume=args.resume, device=args.device,
                    checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, export_dir=export,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from minority.core.denoiser import renoise, to_eps_x0, training_target
 from minority.embedded import resolve_embedded
+from minority.errors import MinorityError
 from minority.nets.fashion_classifier import load_classifier
 from minority.pipelines.pixel import PixelPipeline
 from minority.training.checkpoint import start_training
@@ -59,6 +60,7 @@ class DDPMTrainConfig:
     eval_images_per_class: int = 10
     eval_steps: int = 100
     eval_guidance: float = 1.0  # the exported folder's default guidance for class-conditional sampling
+    init_from: str | None = None  # a fashion-ddpm folder whose UNet weights start the run (train the shipped model on)
 
 
 def tiny_config(seed: int = 0) -> DDPMTrainConfig:
@@ -109,6 +111,22 @@ def ddpm_alignment(folder: Path, images_per_class: int, steps: int, seed: int, d
     return {"class_accuracy_guidance_1": acc, "eval_steps": steps, "eval_samples": len(labels)}
 
 
+def load_init_weights(unet, folder: str | Path) -> None:
+    """Start from the UNet of an exported ``fashion-ddpm`` folder (e.g. the shipped one: its EMA weights, fp16 stored);
+    the architecture must match the config (strict load)."""
+    from diffusers import UNet2DModel
+
+    path = Path(folder)
+    if not (path / "unet").is_dir():
+        raise MinorityError(f"--init-from {folder}: no unet/ folder there; pass a fashion-ddpm model folder.")
+    src = UNet2DModel.from_pretrained(str(path), subfolder="unet", torch_dtype=torch.float32)
+    try:
+        unet.load_state_dict(src.state_dict())
+    except RuntimeError as err:
+        raise MinorityError(f"--init-from {folder}: its UNet does not match this recipe's architecture "
+                            f"({str(err).splitlines()[0]}).") from err
+
+
 def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | Path | None = None,
                resume: bool = False, device: str = "auto", checkpoint_minutes: float = 5.0,
                max_minutes: float | None = None, export_dir: str | Path | None = None,
@@ -124,6 +142,8 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
         config, run_dir, data_dir=data_dir, device=device, resume=resume, checkpoint_minutes=checkpoint_minutes,
         max_minutes=max_minutes, log_every=log_every, export_only=export_only)
     unet = run.add_module("unet", build_ddpm_unet(config).to(dev))
+    if config.init_from and not resume:
+        load_init_weights(unet, config.init_from)
     scheduler = build_ddpm_scheduler(config)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, config.steps, config.warmup, 0.1))
