@@ -77,7 +77,6 @@ TINY_RANDOM = {"tiny-random-sd": "sd", "tiny-random-sdxl": "sdxl", "tiny-random-
                "tiny-random-flux-dev": "flux-dev", "tiny-random-flux-schnell": "flux-schnell"}
 
 
-
 def cache_dir() -> Path:
     """``$MINORITY_CACHE`` or ``~/.cache/minority``."""
     return Path(os.environ.get("MINORITY_CACHE", Path.home() / ".cache" / "minority")).expanduser()
@@ -243,8 +242,7 @@ def _single_file(path: Path, model: str, config: str | None, lightning_unet: str
     if lightning_unet:
         raise MinorityError("--lightning-unet loads into a diffusers SDXL base folder or hub id, not into a single-file "
                             "checkpoint: convert the checkpoint to a folder first or drop --lightning-unet.")
-    pipe, family, index = load_single_file(path, model, config, offline=hub_offline() if config is None
-                                           or not Path(config).expanduser().is_dir() else False, dtype=dtype)
+    pipe, family, index = load_single_file(path, model, config, offline=hub_offline(), dtype=dtype)
     comps = components_from_pipe(pipe)
     comps = dataclasses.replace(comps, family=family, name=model, source="single-file",
                                 force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",

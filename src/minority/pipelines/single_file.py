@@ -94,12 +94,12 @@ def load_single_file(path: Path, name: str, config: str | None, offline: bool, d
         raise MinorityError(f"{name} holds no Stable Diffusion UNet (no model.diffusion_model.* tensors): single-file "
                             "loading covers SD 1.x / 2.x / SDXL checkpoints; pass a diffusers folder for other models.")
     base = config if config is not None else _guess_base(checkpoint, name, offline)
-    index = _index_of(base, offline and not Path(base).expanduser().is_dir())
+    local = Path(base).expanduser().is_dir()  # a folder --config never needs the hub
+    index = _index_of(base, offline and not local)
     cls = index.get("_class_name", "")
     if cls not in SINGLE_FILE_PIPELINES:
         raise MinorityError(f"--config {base} is a {cls or 'non-pipeline folder'}: single-file checkpoints load into "
                             f"{' or '.join(SINGLE_FILE_PIPELINES)} base models (SD 1.x / 2.x / SDXL).")
-    local = Path(base).expanduser().is_dir()
     try:
         pipe = getattr(diffusers, cls).from_single_file(
             str(path), config=str(Path(base).expanduser()) if local else base, torch_dtype=dtype,
