@@ -18,7 +18,7 @@ from minority.benchmark.runner import PERF_COLUMNS
 def perf_out(tiny_sd_dir, tiny_sdxl_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("perf") / "perf"
     benchmark(BenchmarkConfig("perf", out=str(out), quick=True, model=f"{tiny_sd_dir},{tiny_sdxl_dir}", seeds="2",
-                              steps=3, batch_size=2, threads=1))
+                              steps=4, batch_size=2, threads=1))
     with open(out / "results.csv", newline="") as fh:
         return out, list(csv.DictReader(fh)), (str(tiny_sd_dir), str(tiny_sdxl_dir))
 
@@ -46,12 +46,13 @@ def test_perf_outputs_and_columns(perf_out):
 
 
 def test_perf_pass_counts_match_the_algorithms(perf_out):
-    # 3 steps, CFG (one batched call per step); minority-prompt optimises step 0 with opt_steps=3 (2 forwards and one
-    # backward through both per iteration); sgms guides step 0 (a forward with gradient, one re-noised forward, the
-    # unconditional forward of that step, one backward); diverse-prompt: 1 forward + 1 backward per iteration.
+    # 4 steps, CFG (one batched call per step); minority-prompt optimises step 0 with opt_steps=3 (2 forwards and one
+    # backward through both per iteration); sgms guides one step (a forward with gradient, one re-noised forward, the
+    # unconditional forward of that step, one backward); diverse-prompt: 1 forward + 1 backward per iteration;
+    # boost-skip runs S − Δt = 4 − 3 steps and nothing else.
     _, rows, _ = perf_out
-    expected = {"ddim": (3, 0, 0), "null-prompt": (3, 0, 0), "cads": (3, 0, 0), "cfgpp": (3, 0, 0),
-                "sgms": (5, 1, 1), "minority-prompt": (9, 6, 3), "diverse-prompt": (6, 3, 3)}
+    expected = {"ddim": (4, 0, 0), "null-prompt": (4, 0, 0), "cads": (4, 0, 0), "cfgpp": (4, 0, 0),
+                "sgms": (6, 1, 1), "boost-skip": (1, 0, 0), "minority-prompt": (10, 6, 3), "diverse-prompt": (7, 3, 3)}
     for r in rows:
         got = (float(r["unet_forward_per_batch"]), float(r["unet_backward_per_batch"]), float(r["backward_calls_per_batch"]))
         assert got == expected[r["arm"]], (r["backbone"], r["arm"], got)

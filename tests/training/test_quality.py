@@ -37,7 +37,7 @@ def test_quality_on_tiny_sd(tmp_path, fake_data_dir):
                         features="quality-test-pixels", train_images=(20, 64))
     assert r["samples"] == 20 and r["method"] == "ddim" and r["steps"] == 2
     assert 0.0 <= r["class_accuracy"] <= 1.0
-    assert r["passes_bar"] == (r["class_accuracy"] >= 0.85)
+    assert r["bar"] == 0.95 and r["passes_bar"] == (r["class_accuracy"] >= 0.95)
     per_class = list(r["per_class_accuracy"].values())
     assert len(per_class) == 10 and np.isclose(np.mean(per_class), r["class_accuracy"])  # 2 samples per class
     assert set(r["fd_real_train_vs_reference"]) == {"20", "64"}

@@ -26,7 +26,7 @@ import torch
 from minority.benchmark.config import Plan
 from minority.benchmark.protocols import PIXEL_PERF_ARMS, Arm, class_prompts
 from minority.errors import MinorityError
-from minority.methods import get_method
+from minority.methods import get_method, make_method
 from minority.metrics.stats import summarize
 from minority.pipelines.pixel import PixelPipeline, load_pipeline
 from minority.runs.generate import image_name, resolve_device
@@ -146,7 +146,7 @@ def _throughput(pipe, item, arm: Arm, params: dict, steps, guidance, device: str
     b = 2 if arm.method == "diverse-prompt" else 1
     while b <= max_batch:
         try:
-            _call(pipe, [item] * b, list(range(b)), arm, params, 2, guidance)  # warm-up at this size
+            _call(pipe, [item] * b, list(range(b)), arm, params, _warm_steps(arm, params), guidance)  # warm-up
             _sync(device)
             t0 = time.perf_counter()
             _call(pipe, [item] * b, list(range(b)), arm, params, steps, guidance)
@@ -204,13 +204,19 @@ def run_perf(plan: Plan) -> tuple[list[dict], dict]:
     return rows, details
 
 
+def _warm_steps(arm: Arm, params: dict) -> int:
+    """Steps of a warm-up call: 2, or the method's minimum (Boost-and-Skip runs only on more than Δt steps)."""
+    return max(2, make_method(arm.method, params).min_steps())
+
+
 def _measure(pipe, arm: Arm, params: dict, items: list, jobs: list, whole: bool, plan: Plan, device: str,
              run_dir: Path) -> dict:
     cfg = plan.config
     batches = _batches(jobs, cfg.batch_size, whole)
     first = batches[0]
     log.info("[perf] %s: warm-up, then %d images in %d batches", arm.name, len(jobs), len(batches))
-    _call(pipe, [items[i] for i, _ in first], [s for _, s in first], arm, params, 2, cfg.guidance)
+    _call(pipe, [items[i] for i, _ in first], [s for _, s in first], arm, params, _warm_steps(arm, params),
+          cfg.guidance)
     per_image, outputs, fwd, bwd, calls = [], [], [], [], []
     with PeakMemory(device) as mem:
         for batch in batches:

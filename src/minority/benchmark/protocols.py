@@ -182,7 +182,8 @@ _register(Protocol(
     name="perf", title="Performance: time, memory and UNet passes per method and backbone",
     source="issue 7 (this project)", kind="perf",
     arms=(Arm("ddim", "ddim"), Arm("null-prompt", "null-prompt"), Arm("cads", "cads"), Arm("cfgpp", "cfgpp"),
-          Arm("sgms", "sgms"), Arm("minority-prompt", "minority-prompt"), Arm("diverse-prompt", "diverse-prompt")),
+          Arm("sgms", "sgms"), Arm("boost-skip", "boost-skip"), Arm("minority-prompt", "minority-prompt"),
+          Arm("diverse-prompt", "diverse-prompt")),
     groups=(), full=Size(prompts=4, seeds=4), quick=Size(prompts=2, seeds=4, steps=10),
     notes=("seconds per image: wall time of a batched pipeline call divided by its images, after one warm-up call; "
            "the CI is over batches. UNet forward = batched UNet calls per batch (a CFG pair counts once); UNet "
@@ -192,7 +193,8 @@ _register(Protocol(
            "before each method), on CUDA torch.cuda.max_memory_allocated."),
 ))
 
-PIXEL_PERF_ARMS = (Arm("ancestral", "ancestral"), Arm("ddim", "ddim"), Arm("sgms", "sgms"))
+PIXEL_PERF_ARMS = (Arm("ancestral", "ancestral"), Arm("ddim", "ddim"), Arm("sgms", "sgms"),
+                   Arm("sgms (guide_every=5)", "sgms", {"guide_every": 5}), Arm("boost-skip", "boost-skip"))
 
 
 def get_protocol(name: str) -> Protocol:

@@ -88,6 +88,10 @@ class Method:
         it from z_T). Boost-and-Skip returns (γ, Δt)."""
         return 1.0, 0
 
+    def min_steps(self) -> int:
+        """The fewest sampling steps the method runs on (Boost-and-Skip: Δt + 1)."""
+        return 1
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

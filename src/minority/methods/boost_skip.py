@@ -55,6 +55,9 @@ class BoostSkip(Method):
             raise MinorityError(f"skip={self.skip} must be below the number of steps ({run.steps}): lower --skip or "
                                 f"raise --steps.")
 
+    def min_steps(self) -> int:
+        return int(self.skip) + 1
+
     def start(self, steps: int) -> tuple[float, int]:
         """(γ, Δt): the loop starts from γ z_T at grid index Δt."""
         if self.skip >= steps:

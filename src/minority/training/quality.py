@@ -38,7 +38,7 @@ from minority.runs.model_scores import evaluate
 
 log = logging.getLogger("minority")
 
-CLASS_BAR = 0.85
+CLASS_BAR = 0.95  # issue 18: every embedded generator, at its defaults (fashion-sd 97.5%)
 REFERENCE = "fashion-mnist:test"
 
 
