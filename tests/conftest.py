@@ -59,3 +59,28 @@ def tiny_sdxl(tiny_sdxl_dir):
     from minority import MinorityPipeline
 
     return MinorityPipeline.from_pretrained(str(tiny_sdxl_dir))
+
+
+@pytest.fixture
+def pixel_features(monkeypatch, tmp_path):
+    """Registers ``bench-test-pixels``, a fast deterministic feature extractor (average-pooled pixels as features,
+    one channel as the spatial map), and isolates the feature cache; returns its name."""
+    import torch.nn.functional as F
+
+    from minority.metrics.features import FeatureExtractor, register_extractor
+
+    class FastExtractor(FeatureExtractor):
+        name = "bench-test-pixels"
+        input_size = (8, 8)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, images):
+            x = images / 255.0 * self.scale
+            return {"features": F.avg_pool2d(x, 2).flatten(1), "spatial": x[:, :1].flatten(1)}
+
+    register_extractor(FastExtractor.name, lambda weights=None, device="cpu": FastExtractor())
+    monkeypatch.setenv("MINORITY_CACHE_DIR", str(tmp_path / "feature-cache"))
+    return FastExtractor.name

@@ -9,36 +9,18 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from minority.benchmark import BenchmarkConfig, benchmark, get_protocol
 from minority.benchmark.tables import metric_columns
 from minority.cli.main import main
 from minority.methods import MinorityPrompt
-from minority.metrics.features import FeatureExtractor, register_extractor
 from minority.runs.io import read_jsonl
 
 
-class FastExtractor(FeatureExtractor):
-    """Average-pooled pixels (features) and a one-channel map (spatial): fast and deterministic."""
-
-    name = "bench-test-pixels"
-    input_size = (8, 8)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(1))
-
-    def forward(self, images):
-        x = images / 255.0 * self.scale
-        return {"features": F.avg_pool2d(x, 2).flatten(1), "spatial": x[:, :1].flatten(1)}
-
-
 @pytest.fixture(autouse=True)
-def _fast_and_isolated(monkeypatch, tmp_path):
-    register_extractor("bench-test-pixels", lambda weights=None, device="cpu": FastExtractor())
-    monkeypatch.setenv("MINORITY_CACHE_DIR", str(tmp_path / "feature-cache"))
+def _fast_and_isolated(pixel_features):
+    """Every test here uses the fast ``bench-test-pixels`` features (tests/conftest.py) and its own cache."""
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from minority.benchmark.sweep import choose, grid_arms, held_out, install_defaults, parse_grid
 from minority.cli.main import main
 from minority.errors import MinorityError
-from minority.metrics.features import FeatureExtractor, register_extractor
 
 
 def _row(arm, align, prec, prec_low, lik, knn, params="{}"):
@@ -57,22 +54,7 @@ def test_grid_parsing_and_checks():
     assert not held_out("a picture of {a}", [3, 1000])
 
 
-class _Pixels(FeatureExtractor):
-    name = "sweep-test-pixels"
-    input_size = (8, 8)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(1))
-
-    def forward(self, images):
-        x = images / 255.0 * self.scale
-        return {"features": F.avg_pool2d(x, 2).flatten(1), "spatial": x[:, :1].flatten(1)}
-
-
-def test_sweep_end_to_end_installs_and_generation_uses_the_choice(tiny_sd_dir, tmp_path, monkeypatch, capsys):
-    register_extractor("sweep-test-pixels", lambda weights=None, device="cpu": _Pixels())
-    monkeypatch.setenv("MINORITY_CACHE_DIR", str(tmp_path / "cache"))
+def test_sweep_end_to_end_installs_and_generation_uses_the_choice(tiny_sd_dir, tmp_path, pixel_features, capsys):
     ref = tmp_path / "ref"
     ref.mkdir()
     rng = np.random.default_rng(0)
@@ -82,7 +64,7 @@ def test_sweep_end_to_end_installs_and_generation_uses_the_choice(tiny_sd_dir, t
     shutil.copytree(tiny_sd_dir, model)
     out = tmp_path / "sweep"
     args = ["sweep", "--model", str(model), "--method", "cads", "--grid", "noise_scale=0.05,0.5", "--prompts", "2",
-            "--seeds", "1000-1002", "--steps", "2", "--reference", str(ref), "--features", "sweep-test-pixels",
+            "--seeds", "1000-1002", "--steps", "2", "--reference", str(ref), "--features", pixel_features,
             "--set", "likelihood_rtol=0.1", "--set", "likelihood_atol=0.1", "--set", "pr_k=2", "--set", "avgknn_k=2",
             "--threads", "1", "--out", str(out), "--install"]
     assert main(args) == 0, capsys.readouterr().err

@@ -60,3 +60,18 @@ def write_provenance(folder: str | Path, *, name: str, config: Any, steps: dict[
     path = Path(folder) / "provenance.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def finish_export(run, out: Path, *, name: str, config: Any, data_root: str | Path, metrics: dict[str, Any],
+                  phases: tuple[str, ...]) -> Path:
+    """The common end of every training export: log the metrics, write ``out/provenance.json`` (steps, wall time,
+    data fingerprint, seconds per step of ``phases``), copy the loss plot beside the weights, close the run."""
+    import shutil
+
+    run.log(f"exported to {out}; metrics {metrics}")
+    write_provenance(out, name=name, config=config, steps=dict(run.state["steps"]), wall_s=run.wall_s,
+                     data=data_fingerprint(data_root), metrics=metrics,
+                     extra={"seconds_per_step": {p: run.seconds_per_step(p) for p in phases}})
+    shutil.copy(run.dir / "loss.png", out / "loss.png")
+    run.close()
+    return out

@@ -30,7 +30,7 @@ from minority.training.common import (
     warmup_cosine,
 )
 from minority.training.diffusion_losses import PosteriorTerms
-from minority.training.provenance import data_fingerprint, write_provenance
+from minority.training.provenance import finish_export
 
 NULL_CLASS = 10
 
@@ -207,10 +207,5 @@ def train_ddpm(config: DDPMTrainConfig, run_dir: str | Path, *, data_dir: str | 
                            grid_path=run.dir / "samples.png")
     if align:
         metrics.update(align)
-    run.log(f"exported to {out}; metrics {metrics}")
-    write_provenance(out, name="fashion-ddpm", config=config, steps=dict(run.state["steps"]), wall_s=run.wall_s,
-                     data=data_fingerprint(data.root), metrics=metrics,
-                     extra={"seconds_per_step": {"unet": run.seconds_per_step("unet")}})
-    shutil.copy(run.dir / "loss.png", out / "loss.png")
-    run.close()
-    return out
+    return finish_export(run, out, name="fashion-ddpm", config=config, data_root=data.root, metrics=metrics,
+                         phases=("unet",))

@@ -36,7 +36,7 @@ from minority.training.flow_models import (
     save_sd3_pipeline,
     write_tokenizer,
 )
-from minority.training.provenance import data_fingerprint, write_provenance
+from minority.training.provenance import finish_export
 from minority.training.train_sd import encode_dataset, sample_alignment
 
 
@@ -180,13 +180,8 @@ def train_flow(config: FlowTrainConfig, run_dir: str | Path, *, data_dir: str | 
                              config.seed, dev, grid_path=run.dir / "samples.png")
     if align:
         metrics.update(align)
-    run.log(f"exported to {out}; metrics {metrics}")
-    write_provenance(out, name="fashion-flow", config=config, steps=dict(run.state["steps"]), wall_s=run.wall_s,
-                     data=data_fingerprint(data.root), metrics=metrics,
-                     extra={"seconds_per_step": {"transformer": run.seconds_per_step("transformer")}})
-    shutil.copy(run.dir / "loss.png", out / "loss.png")
-    run.close()
-    return out
+    return finish_export(run, out, name="fashion-flow", config=config, data_root=data.root, metrics=metrics,
+                         phases=("transformer",))
 
 
 def _captions(labels: list[int], config: FlowTrainConfig, step: int) -> list[str]:

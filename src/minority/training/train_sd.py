@@ -32,7 +32,7 @@ from minority.training.common import (
     update_model_index,
     warmup_cosine,
 )
-from minority.training.provenance import data_fingerprint, write_provenance
+from minority.training.provenance import finish_export
 from minority.training.sd_models import (
     SDArchConfig,
     build_text_encoder,
@@ -276,10 +276,5 @@ def train_sd(config: SDTrainConfig, run_dir: str | Path, *, data_dir: str | Path
                              config.seed, dev, grid_path=run.dir / "samples.png")
     if align:
         metrics.update(align)
-    run.log(f"exported to {out}; metrics {metrics}")
-    write_provenance(out, name="fashion-sd", config=config, steps=dict(run.state["steps"]), wall_s=run.wall_s,
-                     data=data_fingerprint(data.root), metrics=metrics,
-                     extra={"seconds_per_step": {p: run.seconds_per_step(p) for p in ("vae", "unet")}})
-    shutil.copy(run.dir / "loss.png", out / "loss.png")
-    run.close()
-    return out
+    return finish_export(run, out, name="fashion-sd", config=config, data_root=data.root, metrics=metrics,
+                         phases=("vae", "unet"))
