@@ -52,6 +52,7 @@ def test_grid_parsing_and_checks():
         parse_grid(["noise_scale"])
     assert held_out("a picture of {a}", [1000, 1001]) and not held_out("a photo of {a}", [1000])
     assert not held_out("a picture of {a}", [3, 1000])
+    assert held_out(None, [1000]) and not held_out(None, [5])  # pixel models: seeds only
 
 
 def test_sweep_end_to_end_installs_and_generation_uses_the_choice(tiny_sd_dir, tmp_path, pixel_features, capsys):

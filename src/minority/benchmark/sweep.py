@@ -19,7 +19,6 @@ folder's ``model_index.json`` (``minority_defaults.methods.<method>``), where ge
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from minority.benchmark.config import BenchmarkConfig, parse_seed_option
 from minority.benchmark.protocols import PROMPT_TEMPLATE, Arm, EvalGroup, Protocol, Size
 from minority.benchmark.runner import benchmark
+from minority.benchmark.tables import read_csv
 from minority.embedded import model_kind, resolve_embedded
 from minority.errors import MinorityError
 from minority.methods import make_method
@@ -119,8 +119,9 @@ def choose(rows: list[dict], base: str, alignment_ratio: float = 0.95) -> tuple[
     return verdicts, max(feasible, key=lambda v: v["score"]) if feasible else None
 
 
-def held_out(template: str, seeds: list[int]) -> bool:
-    """Whether the prompts and seeds differ from the reported benchmarks' (template and seed range)."""
+def held_out(template: str | None, seeds: list[int]) -> bool:
+    """Whether the prompts and seeds differ from the reported benchmarks' (template and seed range); ``None`` =
+    a pixel model's class labels, where only the seeds can differ."""
     return template != PROMPT_TEMPLATE and not any(s in BENCHMARK_SEEDS for s in seeds)
 
 
@@ -147,7 +148,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     base = cfg.base or ("ancestral" if pixel else "ddim")
     arms = (Arm(base, base), *grid_arms(cfg.method, cfg.grid))
     seeds = parse_seed_option(cfg.seeds, 8)
-    fair = held_out(cfg.prompt_template, seeds) if not pixel else not any(s in BENCHMARK_SEEDS for s in seeds)
+    fair = held_out(None if pixel else cfg.prompt_template, seeds)
     if cfg.install and not fair:
         raise MinorityError("--install needs held-out prompts and seeds (a template other than 'a photo of {a}', "
                             "seeds >= 100): the benchmarks would otherwise report the data the defaults were "
@@ -164,22 +165,17 @@ def run_sweep(cfg: SweepConfig) -> dict:
                            threads=cfg.threads, resume=cfg.resume, overwrite=not cfg.resume,
                            prompt_template=None if pixel else cfg.prompt_template)
     folder = benchmark(bcfg, protocol=protocol)
-    rows = _read_csv(folder / "results.csv")
+    rows = read_csv(folder / "results.csv")
     verdicts, chosen = choose(rows, base, cfg.alignment_ratio)
     result = {"model": cfg.model, "method": cfg.method, "base": base, "grid": {k: list(v) for k, v in cfg.grid.items()},
               "prompt_template": None if pixel else cfg.prompt_template, "prompts": cfg.prompts, "seeds": seeds,
               "steps": cfg.steps, "held_out": fair, "alignment_ratio": cfg.alignment_ratio, "verdicts": verdicts,
-              "chosen": chosen["params"] if chosen else None, "installed": None}
+              "chosen": chosen["params"] if chosen else None, "installed": None, "folder": str(folder)}
     if cfg.install and chosen:
         result["installed"] = str(install_defaults(cfg.model, cfg.method, chosen["params"]))
     atomic_write_json(folder / "sweep.json", result)
     (folder / "sweep.md").write_text(sweep_markdown(result, rows))
     return result
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def sweep_markdown(result: dict, rows: list[dict]) -> str:
@@ -263,8 +259,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, threads=args.threads, device=args.device, resume=args.resume,
                       install=args.install)
     result = run_sweep(cfg)
-    out = cfg.out or f"outputs/sweep/{Path(cfg.model).name}-{cfg.method}"
-    print(f"{cfg.method} on {cfg.model}: chosen {json.dumps(result['chosen'])}; table in {Path(out) / 'sweep.md'}"
+    print(f"{cfg.method} on {cfg.model}: chosen {json.dumps(result['chosen'])}; table in {Path(result['folder']) / 'sweep.md'}"
           + (f"; installed into {result['installed']}" if result["installed"] else ""))
     return 0
 
